@@ -1,0 +1,2 @@
+from .config import Settings
+__version__ = "0.1.0"

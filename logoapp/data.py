@@ -1,0 +1,321 @@
+"""A folder of class sub-folders -> a Dataset: items, labels, vocab, split and a uint8 image cache."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import Settings, cache_dir
+from .images import IMAGE_EXTS, ImageError, decode, header
+
+CACHE_VERSION = 1
+SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid", "test": "test"}
+
+
+class DataError(ValueError):
+    """A dataset that cannot be used at all (missing folder, no classes...): one clear line."""
+
+
+@dataclass
+class BadFile:
+    path: str
+    reason: str
+
+
+@dataclass
+class Dataset:
+    """Decoded images of a folder, cached as uint8 (N, S, S, C), with labels and a fixed split."""
+    root: str
+    vocab: list[str]
+    items: list[str]             # file paths, aligned with images and labels
+    labels: np.ndarray           # (N,) int64 indices into vocab
+    images: np.ndarray           # (N, S, S, C) uint8
+    split: np.ndarray            # (N,) int8: 0 train, 1 valid, 2 test
+    sizes: list[tuple[int, int]]  # original (width, height) per item
+    modes: list[str]             # original Pillow mode per item
+    bad: list[BadFile] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    presplit: bool = False
+    seed: int = 42
+    valid_pct: float = 0.2
+
+    @property
+    def size(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[3]
+
+    @property
+    def c(self) -> int:
+        return len(self.vocab)
+
+    def idx(self, name: str) -> np.ndarray:
+        """Indices of the 'train', 'valid' or 'test' split."""
+        return np.flatnonzero(self.split == {"train": 0, "valid": 1, "test": 2}[name])
+
+    def summary(self) -> dict:
+        """Counts per class and split, image sizes and modes, bad files: plain data for the CLI and the UI."""
+        counts = {}
+        for k, name in enumerate(self.vocab):
+            m = self.labels == k
+            counts[name] = {"train": int((m & (self.split == 0)).sum()), "valid": int((m & (self.split == 1)).sum()),
+                            "test": int((m & (self.split == 2)).sum()), "total": int(m.sum())}
+        sizes = Counter(f"{w}x{h}" for w, h in self.sizes)
+        return {
+            "root": self.root, "n_images": len(self.items), "n_classes": self.c, "vocab": self.vocab,
+            "counts": counts, "image_size": self.size, "channels": self.channels,
+            "n_train": int((self.split == 0).sum()), "n_valid": int((self.split == 1).sum()),
+            "n_test": int((self.split == 2).sum()), "presplit": self.presplit,
+            "sizes": dict(sizes.most_common(20)), "modes": dict(Counter(self.modes).most_common()),
+            "bad": [{"path": b.path, "reason": b.reason} for b in self.bad], "notes": self.notes,
+            "memory_mb": round(self.images.nbytes / 2**20, 1),
+        }
+
+
+def _walk(top: Path):
+    """Yield files under top, sorted, following symlinks but never looping; hidden entries skipped."""
+    seen = set()
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if not f.startswith("."):
+                yield Path(dirpath) / f
+
+
+def _class_files(top: Path, bad: list[BadFile], notes: list[str]) -> dict[str, list[Path]]:
+    """Class name -> image files under top/<class>/ (any depth); stray and non-image files reported."""
+    out = {}
+    for d in sorted(top.iterdir(), key=lambda p: p.name):
+        if d.name.startswith("."):
+            continue
+        if not d.is_dir():
+            if d.suffix.lower() in IMAGE_EXTS:
+                bad.append(BadFile(str(d), "image is not inside a class folder"))
+            continue
+        files = []
+        for f in _walk(d):
+            if f.suffix.lower() in IMAGE_EXTS:
+                files.append(f)
+            elif f.suffix.lower() == ".svg":
+                bad.append(BadFile(str(f), "an SVG (vector) image; convert it to PNG first"))
+            else:
+                bad.append(BadFile(str(f), f"not an image file type ({f.suffix or 'no extension'})"))
+        if files:
+            out[d.name] = files
+        else:
+            notes.append(f"class folder '{d.name}' has no images and was left out")
+    return out
+
+
+def _layout(root: Path, bad, notes) -> tuple[list[tuple[Path, str, int]], bool]:
+    """(file, class, split) for every candidate image; split 0/1/2 = train/valid/test (-1: split later)."""
+    subs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    if "train" in subs and any(k in subs for k in ("valid", "validation", "val", "test")):
+        has_valid = any(k in subs for k in ("valid", "validation", "val"))
+        rows = []
+        for key, p in sorted(subs.items()):
+            kind = SPLIT_NAMES.get(key)
+            if kind is None:
+                notes.append(f"folder '{p.name}' is not train/valid/test and was left out")
+                continue
+            split = {"train": 0, "valid": 1, "test": 2 if has_valid else 1}[kind]
+            for cls, files in _class_files(p, bad, notes).items():
+                rows += [(f, cls, split) for f in files]
+        return rows, True
+    rows = [(f, cls, -1) for cls, files in _class_files(root, bad, notes).items() for f in files]
+    return rows, False
+
+
+def split_indices(labels: np.ndarray, valid_pct: float, seed: int) -> np.ndarray:
+    """Stratified, deterministic split: per class, round(n * valid_pct) items (at least one when n >= 2) go to valid."""
+    rng = np.random.default_rng(seed)
+    split = np.zeros(len(labels), np.int8)
+    for k in np.unique(labels):
+        idx = np.flatnonzero(labels == k)
+        n_valid = int(round(len(idx) * valid_pct))
+        if len(idx) >= 2 and valid_pct > 0:
+            n_valid = min(max(1, n_valid), len(idx) - 1)
+        split[rng.permutation(idx)[:n_valid]] = 1
+    return split
+
+
+def _cache_key(rows, size: int) -> str:
+    h = hashlib.sha1(f"v{CACHE_VERSION}|{size}".encode())
+    for f, cls, split in rows:
+        try:
+            st = f.stat()
+            h.update(f"{f}|{cls}|{split}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(f"{f}|missing\n".encode())
+    return h.hexdigest()[:20]
+
+
+def _load_cache(key: str):
+    d = cache_dir() / "datasets"
+    meta, arr = d / f"{key}.json", d / f"{key}.npy"
+    if not (meta.exists() and arr.exists()):
+        return None
+    try:
+        m = json.loads(meta.read_text())
+        images = np.load(arr, allow_pickle=False)
+        if images.shape[0] != len(m["items"]):
+            return None
+        return m, images
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _save_cache(key: str, meta: dict, images: np.ndarray) -> None:
+    d = cache_dir() / "datasets"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".{key}.{os.getpid()}.tmp.npy"
+        np.save(tmp, images)
+        os.replace(tmp, d / f"{key}.npy")
+        tmp = d / f".{key}.{os.getpid()}.tmp.json"
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, d / f"{key}.json")  # json last: a cache entry is complete only when both exist
+    except OSError:
+        pass  # a read-only or full cache folder only costs speed
+
+
+def _decode_all(rows, size: int, channels: int, workers: int, progress) -> tuple[np.ndarray, list]:
+    """Decode every file into one preallocated uint8 array, in threads (Pillow releases the GIL)."""
+    images = np.empty((len(rows), size, size, channels), np.uint8)
+    errors = [None] * len(rows)
+    done, lock = [0], threading.Lock()
+
+    def work(i):
+        try:
+            images[i] = decode(rows[i][0], size, channels)
+        except ImageError as e:
+            errors[i] = str(e)
+        except Exception as e:  # never let one file stop the dataset
+            errors[i] = f"cannot decode image ({type(e).__name__}: {e})"
+        with lock:
+            done[0] += 1
+            if progress and (done[0] % 64 == 0 or done[0] == len(rows)):
+                progress(done[0], len(rows), "decoding images")
+
+    if workers > 1 and len(rows) > 32:
+        with ThreadPoolExecutor(workers) as ex:
+            list(ex.map(work, range(len(rows)), chunksize=16))
+    else:
+        for i in range(len(rows)):
+            work(i)
+    return images, errors
+
+
+def open_dataset(path, size: int | None = None, valid_pct: float | None = None, seed: int | None = None,
+                 cache: bool = True, workers: int | None = None, progress=None) -> Dataset:
+    """Open a folder of class sub-folders (or train/ + valid|validation|test/) as a Dataset."""
+    s = Settings()
+    size, valid_pct = size or s.size, s.valid_pct if valid_pct is None else valid_pct
+    seed, workers = s.seed if seed is None else seed, workers or s.workers
+    root = Path(path).expanduser()
+    if not root.exists():
+        raise DataError(f"no such folder: {root}")
+    if not root.is_dir():
+        raise DataError(f"not a folder: {root} (give a folder with one sub-folder per class)")
+    if not 0 <= valid_pct < 1:
+        raise DataError(f"valid fraction must be in [0, 1), got {valid_pct}")
+    if not 8 <= size <= 1024:
+        raise DataError(f"image size must be between 8 and 1024 pixels, got {size}")
+    bad, notes = [], []
+    try:
+        rows, presplit = _layout(root, bad, notes)
+    except OSError as e:
+        raise DataError(f"cannot read {root}: {e.strerror or e}") from None
+    if not rows:
+        raise DataError(f"no class folders with images in {root} (expected {root}/<class>/<images>)")
+
+    n_layout_bad = len(bad)
+    key = _cache_key(rows, size)
+    hit = _load_cache(key) if cache else None
+    if hit:
+        m, images = hit
+        bad += [BadFile(**b) for b in m["bad"]]
+        items, classes, splits = m["items"], m["classes"], m["splits"]
+        sizes, modes = [tuple(x) for x in m["sizes"]], m["modes"]
+    else:
+        if progress:
+            progress(0, len(rows), "reading headers")
+        heads = []
+        for f, _, _ in rows:
+            try:
+                heads.append(header(f))
+            except ImageError as e:
+                heads.append(None)
+                bad.append(BadFile(str(f), str(e)))
+            except Exception as e:
+                heads.append(None)
+                bad.append(BadFile(str(f), f"unreadable image ({type(e).__name__})"))
+        ok = [i for i, h in enumerate(heads) if h is not None]
+        n_alpha = sum(heads[i].alpha for i in ok)
+        channels = 4 if ok and n_alpha * 2 >= len(ok) else 3  # mostly transparent images (crests) keep alpha
+        images, errors = _decode_all([rows[i] for i in ok], size, channels, workers, progress)
+        keep = []
+        for j, i in enumerate(ok):
+            if errors[j]:
+                bad.append(BadFile(str(rows[i][0]), errors[j]))
+            else:
+                if len(keep) != j:
+                    images[len(keep)] = images[j]  # compact in place: no second copy of the array
+                keep.append(i)
+        images = images[:len(keep)]
+        items = [str(rows[i][0]) for i in keep]
+        classes = [rows[i][1] for i in keep]
+        splits = [rows[i][2] for i in keep]
+        sizes = [(heads[i].width, heads[i].height) for i in keep]
+        modes = [heads[i].mode for i in keep]
+        if cache and items:
+            _save_cache(key, {"items": items, "classes": classes, "splits": splits, "sizes": sizes, "modes": modes,
+                              "bad": [b.__dict__ for b in bad[n_layout_bad:]]}, images)
+
+    bad.sort(key=lambda b: b.path)
+    vocab = sorted(set(classes))
+    if not vocab:
+        raise DataError(f"no readable images in {root} ({len(bad)} files skipped, first: {bad[0].path}: {bad[0].reason})"
+                        if bad else f"no readable images in {root}")
+    if len(vocab) < 2:
+        raise DataError(f"found only one class ('{vocab[0]}') in {root}: a classifier needs at least two class folders")
+    lookup = {c: k for k, c in enumerate(vocab)}
+    labels = np.array([lookup[c] for c in classes], np.int64)
+    if presplit:
+        split = np.array(splits, np.int8)
+        if not (split == 0).any() or not (split == 1).any():
+            raise DataError(f"{root} has train/valid folders but one of them holds no readable images")
+    else:
+        split = split_indices(labels, valid_pct, seed)
+    for k, c in enumerate(vocab):
+        n = int((labels == k).sum())
+        if n < 2:
+            notes.append(f"class '{c}' has only {n} image: it is used for training only")
+    return Dataset(str(root), vocab, items, labels, images, split, sizes, modes, bad, notes, presplit, seed, valid_pct)
+
+
+def embedded(size: int | None = None, valid_pct: float | None = None, seed: int | None = None, progress=None) -> Dataset:
+    """The built-in crest set, generated once into the cache folder, opened like any folder."""
+    from .synth import default_dataset
+    return open_dataset(default_dataset(progress=progress), size=size, valid_pct=valid_pct, seed=seed, progress=progress)
+
+
+def resolve(data, **kw) -> Dataset:
+    """'embedded' / None -> the built-in set; a path -> that folder."""
+    if data in (None, "", "embedded"):
+        return embedded(**kw)
+    return open_dataset(data, **kw)

@@ -1,0 +1,175 @@
+"""The one image pipeline: any file or PIL image -> a square uint8 RGB(A) array, or a clear error."""
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+MAX_PIXELS = 60_000_000      # ~ a 7700x7700 photo; larger files are refused before they are decoded
+MAX_BYTES = 64 * 1024 * 1024  # no crest or photo needs more; keeps a hostile upload from filling memory
+ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+
+class ImageError(ValueError):
+    """An image that cannot be used, with a reason a person can act on."""
+
+
+@dataclass
+class Header:
+    """What an image file says about itself before it is decoded."""
+    width: int
+    height: int
+    mode: str
+    format: str
+    alpha: bool
+
+
+def _sniff(head: bytes) -> str | None:
+    """Name what a non-image file really is, for a clearer message."""
+    h = head.lstrip()[:256].lower()
+    if h.startswith(b"<svg") or (h.startswith(b"<?xml") and b"<svg" in head.lower()):
+        return "an SVG (vector) image; convert it to PNG first"
+    if h.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return "an HTML page, not an image (a failed download?)"
+    if head[:2] == b"PK":
+        return "a zip archive, not an image"
+    if h and all(32 <= c < 127 or c in (9, 10, 13) for c in h[:64]):
+        return "a text file, not an image"
+    return None
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ALPHA_MODES or (img.mode in ("P", "L", "RGB") and "transparency" in img.info)
+
+
+def _open(src) -> Image.Image:
+    """Open lazily (header only), refusing empty, huge and non-image files with a reason."""
+    if isinstance(src, Image.Image):
+        return src
+    if isinstance(src, (bytes, bytearray)):
+        data = bytes(src)
+        fp = io.BytesIO(data)
+        size, head = len(data), data[:512]
+    else:
+        p = Path(src)
+        try:
+            size = p.stat().st_size
+            with open(p, "rb") as f:
+                head = f.read(512)
+        except OSError as e:
+            raise ImageError(f"cannot read file: {e.strerror or e}") from None
+        fp = p
+    if size == 0:
+        raise ImageError("empty file (0 bytes)")
+    if size > MAX_BYTES:
+        raise ImageError(f"file too large ({size / 2**20:.0f} MB > {MAX_BYTES // 2**20} MB)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(fp)
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        what = _sniff(head)
+        if what:
+            raise ImageError(f"not an image: {what}") from None
+        if isinstance(e, UnidentifiedImageError):
+            raise ImageError("not an image, or an unsupported image format") from None
+        raise ImageError("image too large (decompression-bomb limit)") from None
+    except Exception as e:  # Pillow plugins raise many kinds of errors on hostile bytes
+        raise ImageError(f"unreadable image: {e}") from None
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        raise ImageError(f"image too large: {w}x{h} pixels (limit {MAX_PIXELS // 1_000_000} megapixels)")
+    if w < 1 or h < 1:
+        raise ImageError(f"image has no pixels ({w}x{h})")
+    return img
+
+
+def header(src) -> Header:
+    """Read size, mode and format without decoding pixels."""
+    img = _open(src)
+    try:
+        return Header(img.width, img.height, img.mode, img.format or "", _has_alpha(img))
+    finally:
+        if not isinstance(src, Image.Image):
+            img.close()
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """Scale 16-bit and float greyscale to 8 bits (Pillow's convert clips instead of scaling)."""
+    a = np.asarray(img)
+    if img.mode.startswith("I;16") or (img.mode == "I" and a.max(initial=0) > 255):
+        a = (a.astype(np.uint32) >> 8) if a.max(initial=0) > 255 else a
+    elif img.mode == "F":
+        lo, hi = float(a.min(initial=0)), float(a.max(initial=1))
+        a = (a - lo) / (hi - lo or 1) * 255
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "L")
+
+
+def normalise_mode(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB or RGBA; palette/grey transparency becomes alpha."""
+    if img.mode in ("RGB", "RGBA"):
+        if img.mode == "RGB" and "transparency" in img.info:
+            return img.convert("RGBA")
+        return img
+    if img.mode.startswith("I") or img.mode == "F":
+        return _to_8bit(img).convert("RGB")
+    if img.mode in ("RGBa", "LA", "La", "PA") or (img.mode in ("P", "L") and "transparency" in img.info):
+        return img.convert("RGBA")
+    return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def decode(src, size: int, channels: int = 4) -> np.ndarray:
+    """Decode, apply EXIF rotation, normalise the mode and squish to size x size -> (size, size, channels) uint8."""
+    img = _open(src)
+    try:
+        if img.format == "JPEG":
+            img.draft("RGB", (size * 2, size * 2))  # decode big JPEGs at reduced scale: much faster, same result
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # EXIF and palette warnings are not the user's problem
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            img = normalise_mode(img)
+    except ImageError:
+        raise
+    except Exception as e:
+        msg = str(e) or type(e).__name__
+        if "truncated" in msg or isinstance(e, (OSError, SyntaxError, EOFError)):
+            raise ImageError(f"truncated or corrupt image ({msg})") from None
+        raise ImageError(f"cannot decode image ({msg})") from None
+    if img.size != (size, size):
+        premul = img.mode == "RGBA"
+        if premul:
+            img = img.convert("RGBa")  # resize premultiplied so transparent pixels don't bleed colour
+        img = img.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
+        if premul:
+            img = img.convert("RGBA")
+    return to_channels(np.asarray(img), channels)
+
+
+def to_channels(a: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W, 3|4) uint8 -> (H, W, channels): add an opaque alpha, or composite alpha onto white."""
+    c = a.shape[-1]
+    if c == channels:
+        return np.ascontiguousarray(a)
+    if channels == 4:
+        out = np.empty(a.shape[:-1] + (4,), np.uint8)
+        out[..., :3], out[..., 3] = a, 255
+        return out
+    alpha = a[..., 3:4].astype(np.float32) / 255
+    return (a[..., :3] * alpha + 255 * (1 - alpha) + 0.5).astype(np.uint8)
+
+
+def composite(a: np.ndarray, background=(255, 255, 255)) -> np.ndarray:
+    """RGBA uint8 -> RGB uint8 over a background colour, for display."""
+    if a.shape[-1] == 3:
+        return a
+    alpha = a[..., 3:4].astype(np.float32) / 255
+    bg = np.asarray(background, np.float32)
+    return (a[..., :3] * alpha + bg * (1 - alpha) + 0.5).astype(np.uint8)

@@ -1,0 +1,180 @@
+"""The model ladder by name. Every model takes uint8 (N, H, W, C) batches: the same input everywhere."""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import models_dir
+
+# name -> one line for the UI and --help
+DESCRIPTIONS = {
+    "pixel": "pixel similarity: nearest class-mean ('ideal') image, no training",
+    "linear": "linear: one weight per pixel and class on the flattened image (the book's first learner)",
+    "mlp": "small neural net: linear - ReLU - linear, the book's simple net",
+    "cnn": "small CNN: batch-normed conv blocks and global pooling, fast on a CPU (the default)",
+    "resnet18": "fastai ResNet-18 (ImageNet weights when on disk, else random init)",
+    "resnet34": "fastai ResNet-34 (ImageNet weights when on disk, else random init)",
+}
+NAMES = list(DESCRIPTIONS)
+TRAINABLE = [n for n in NAMES if n != "pixel"]
+
+# sensible defaults per model: input size (None = the data's size), epochs, learning rate, augmentation
+DEFAULTS = {
+    "linear":   dict(size=None, epochs=6, lr=1e-3, aug=False),
+    "mlp":      dict(size=None, epochs=6, lr=1e-3, aug=False),
+    "cnn":      dict(size=64, epochs=6, lr=5e-3, aug=True),
+    "resnet18": dict(size=64, epochs=4, lr=2e-3, aug=True),
+    "resnet34": dict(size=64, epochs=4, lr=2e-3, aug=True),
+}
+
+RESNET_WEIGHTS = {"resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth"}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+class Prep(nn.Module):
+    """uint8 (N, H, W, C) -> float (N, C, size, size), normalised; channels-last in memory."""
+
+    def __init__(self, channels: int, size: int, mean=None, std=None):
+        super().__init__()
+        self.size = size
+        self.register_buffer("mean", torch.tensor(mean or [0.5] * channels).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std or [0.25] * channels).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.permute(0, 3, 1, 2).float().div_(255)
+        if x.shape[-1] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+        return (x - self.mean) / self.std
+
+
+class Augment(nn.Module):
+    """Batch-level augmentation on the device, active only in training mode: flip, rotate, zoom, shear, lighting."""
+
+    def __init__(self, rotate: float = 180.0, flip: bool = True, zoom: float = 0.15, shear: float = 0.1,
+                 lighting: float = 0.2, enabled: bool = True):
+        super().__init__()
+        self.rotate, self.flip, self.zoom, self.shear, self.lighting, self.enabled = rotate, flip, zoom, shear, lighting, enabled
+
+    def settings(self) -> dict:
+        return dict(rotate=self.rotate, flip=self.flip, zoom=self.zoom, shear=self.shear, lighting=self.lighting,
+                    enabled=self.enabled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: float (N, C, H, W) in [0, 1]."""
+        if not (self.training and self.enabled):
+            return x
+        n, dev = x.shape[0], x.device
+        u = lambda lo, hi: torch.empty(n, device=dev).uniform_(lo, hi)
+        a = u(-1, 1) * math.radians(self.rotate)
+        s = torch.exp(u(-1, 1) * math.log(1 + self.zoom))
+        sh = u(-self.shear, self.shear)
+        fx = torch.where(torch.rand(n, device=dev) < 0.5, -1.0, 1.0) if self.flip else torch.ones(n, device=dev)
+        cos, sin = torch.cos(a) / s, torch.sin(a) / s
+        theta = torch.stack([torch.stack([cos * fx, -sin + sh, u(-0.08, 0.08)], 1),
+                             torch.stack([sin * fx, cos, u(-0.08, 0.08)], 1)], 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros" if x.shape[1] == 4 else "reflection",
+                          align_corners=False)
+        if self.lighting:
+            b = u(-self.lighting, self.lighting).view(n, 1, 1, 1) / 2
+            c = torch.exp(u(-1, 1) * math.log(1 + self.lighting)).view(n, 1, 1, 1)
+            rgb = ((x[:, :3] - 0.5) * c + 0.5 + b).clamp_(0, 1)
+            x = torch.cat([rgb, x[:, 3:]], 1)
+        return x
+
+
+class Net(nn.Module):
+    """prep -> augment -> body: what every trainable rung shares."""
+
+    def __init__(self, prep: Prep, aug: Augment, body: nn.Module):
+        super().__init__()
+        self.prep, self.aug, self.body = prep, aug, body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.permute(0, 3, 1, 2).float().div_(255)
+        return self.body(self.prep(self.aug(x)))
+
+
+def conv_block(ni: int, nf: int, stride: int = 2) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(ni, nf, 3, stride, 1, bias=False), nn.BatchNorm2d(nf), nn.ReLU(inplace=True))
+
+
+def small_cnn(n_in: int, n_out: int) -> nn.Sequential:
+    """A CPU-fast CNN: stride-2 conv blocks widening 32 -> 256, one extra block at 16px, global pooling."""
+    return nn.Sequential(
+        conv_block(n_in, 32), conv_block(32, 64), conv_block(64, 64, 1),
+        conv_block(64, 128), conv_block(128, 256),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(256, n_out))
+
+
+def find_resnet_weights(name: str, folder: str | Path | None = None) -> Path | None:
+    """ImageNet weights for a ResNet if they are already on disk (torch's cache or the models folder)."""
+    fname = RESNET_WEIGHTS[name]
+    places = [Path(torch.hub.get_dir()) / "checkpoints" / fname, Path(folder or models_dir()) / "pretrained" / fname,
+              Path(folder or models_dir()) / fname]
+    return next((p for p in places if p.is_file()), None)
+
+
+def resnet_body(name: str, n_in: int, n_out: int, weights: Path | None) -> nn.Module:
+    """fastai's vision model (body + head); ImageNet weights loaded from a local file only, never downloaded."""
+    import torchvision
+    from fastai.vision.learner import create_vision_model
+
+    def arch(pretrained=False, **kw):
+        m = getattr(torchvision.models, name)(weights=None)
+        if pretrained and weights is not None:
+            m.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        return m
+
+    return create_vision_model(arch, n_out, pretrained=weights is not None, cut=-2, n_in=n_in)
+
+
+def build(name: str, channels: int, n_out: int, data_size: int, size: int | None = None, mean=None, std=None,
+          aug: dict | None = None, pretrained: bool = True, folder=None) -> tuple[nn.Module, dict]:
+    """A fresh model by name and what was decided while building it (input size, weights used)."""
+    if name not in TRAINABLE:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(TRAINABLE)}")
+    size = size or DEFAULTS[name]["size"] or data_size
+    info = {"arch": name, "size": size, "pretrained": False, "weights_note": ""}
+    n_feat = channels * size * size
+    if name == "linear":
+        body = nn.Sequential(nn.Flatten(), nn.Linear(n_feat, n_out))
+    elif name == "mlp":
+        body = nn.Sequential(nn.Flatten(), nn.Linear(n_feat, 64), nn.ReLU(), nn.Linear(64, n_out))
+    elif name == "cnn":
+        body = small_cnn(channels, n_out)
+    else:
+        weights = find_resnet_weights(name, folder) if pretrained else None
+        body = resnet_body(name, channels, n_out, weights)
+        info["pretrained"] = weights is not None
+        info["weights_note"] = (f"ImageNet weights from {weights}" if weights else
+                                f"no ImageNet weights on disk ({RESNET_WEIGHTS[name]} in {Path(torch.hub.get_dir()) / 'checkpoints'} "
+                                f"or {Path(folder or models_dir()) / 'pretrained'}): random init")
+        if weights is not None and mean is None:
+            mean, std = list(IMAGENET_MEAN) + [0.5] * (channels - 3), list(IMAGENET_STD) + [0.5] * (channels - 3)
+    augment = Augment(**(aug or {"enabled": False}))
+    return Net(Prep(channels, size, mean, std), augment, body), info
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def default_aug(channels: int, enabled: bool = True) -> dict:
+    """Crests and logos (with alpha) turn up at any angle; photos rarely do."""
+    return dict(rotate=180.0 if channels == 4 else 15.0, flip=True, zoom=0.15, shear=0.1, lighting=0.2, enabled=enabled)
+
+
+def device() -> torch.device:
+    """CUDA when present (LOGOAPP_DEVICE overrides)."""
+    want = os.environ.get("LOGOAPP_DEVICE")
+    if want:
+        return torch.device(want)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

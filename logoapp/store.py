@@ -1,0 +1,214 @@
+"""Model folders: weights (tensors only, loaded with weights_only=True) plus a JSON sidecar. Writes are atomic."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import __version__
+from .config import models_dir
+
+FORMAT = 1
+REQUIRED = ("arch", "vocab", "size", "data_size", "channels", "weights", "sha256")
+MAX_ZIP_BYTES = 512 * 2**20
+
+
+class ModelError(ValueError):
+    """A model folder that cannot be used, with the reason."""
+
+
+def _atomic_write(path: Path, write) -> None:
+    """write(fileobj) into a temp file beside path, fsync, then rename over path."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _versions() -> dict:
+    import fastai
+    return {"logoapp": __version__, "torch": torch.__version__, "fastai": fastai.__version__,
+            "python": platform.python_version()}
+
+
+def safe_name(name: str) -> str:
+    """A folder name anyone can type: letters, digits, '-', '_' and '.'."""
+    s = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")
+    return s[:64] or "model"
+
+
+def save(model: nn.Module, meta: dict, out: str | Path) -> Path:
+    """Save to out/ (weights-<hash>.pt, then model.json last): a crash at any point leaves the previous model whole."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    blob_path = out / ".weights.pending"
+    _atomic_write(blob_path, lambda f: torch.save(state, f))
+    digest = hashlib.sha256(blob_path.read_bytes()).hexdigest()
+    weights = f"weights-{digest[:16]}.pt"
+    os.replace(blob_path, out / weights)
+    meta = {**meta, "format": FORMAT, "weights": weights, "sha256": digest, "versions": _versions(),
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "name": out.name}
+    _atomic_write(out / "model.json", lambda f: f.write(json.dumps(meta, indent=2, default=float).encode()))
+    for p in out.glob("weights-*.pt"):  # the previous weights, now unreferenced
+        if p.name != weights:
+            p.unlink(missing_ok=True)
+    return out
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"not a model folder: {path.parent} has no model.json") from None
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ModelError(f"corrupt model.json in {path.parent}: {e}") from None
+    if not isinstance(m, dict):
+        raise ModelError(f"corrupt model.json in {path.parent}: not a JSON object")
+    return m
+
+
+def read_meta(folder: str | Path) -> dict:
+    """model.json, checked for the fields a model needs."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelError(f"no such model folder: {folder}")
+    m = _read_json(folder / "model.json")
+    missing = [k for k in REQUIRED if k not in m]
+    if missing:
+        raise ModelError(f"model.json in {folder} lacks {', '.join(missing)}")
+    if m.get("format", 0) > FORMAT:
+        raise ModelError(f"{folder} was saved by a newer logoapp (format {m['format']}); upgrade logoapp to load it")
+    if not (isinstance(m["vocab"], list) and len(m["vocab"]) >= 2 and all(isinstance(v, str) for v in m["vocab"])):
+        raise ModelError(f"model.json in {folder} has no valid vocab (a list of at least two class names)")
+    if m["channels"] not in (3, 4) or not all(isinstance(m[k], int) and 8 <= m[k] <= 1024 for k in ("size", "data_size")):
+        raise ModelError(f"model.json in {folder} has invalid channels or sizes")
+    if not re.fullmatch(r"weights-[0-9a-f]{16}\.pt", str(m["weights"])):
+        raise ModelError(f"model.json in {folder} names an invalid weights file")
+    return m
+
+
+def build_from_meta(m: dict) -> nn.Module:
+    """An untrained model of the architecture the metadata describes."""
+    from . import models as M
+    from .ideal import PixelSimilarity
+    if m["arch"] == "pixel":
+        means = torch.zeros(len(m["vocab"]), m["channels"], m["data_size"], m["data_size"])
+        return PixelSimilarity(means, m.get("distance", "l1"))
+    if m["arch"] not in M.TRAINABLE:
+        raise ModelError(f"unknown architecture {m['arch']!r} (this logoapp knows {', '.join(M.NAMES)})")
+    aug = {**m.get("aug", {}), "enabled": False}
+    model, _ = M.build(m["arch"], m["channels"], len(m["vocab"]), m["data_size"], m["size"], m.get("mean"),
+                       m.get("std"), aug, pretrained=False)
+    return model
+
+
+def load(folder: str | Path) -> tuple[nn.Module, dict]:
+    """(model in eval mode, metadata); refuses missing, corrupt, tampered or mismatched files with a ModelError."""
+    folder = Path(folder)
+    m = read_meta(folder)
+    wpath = folder / m["weights"]
+    if not wpath.is_file():
+        raise ModelError(f"{folder}: weights file {m['weights']} is missing")
+    data = wpath.read_bytes()
+    if hashlib.sha256(data).hexdigest() != m["sha256"]:
+        raise ModelError(f"{folder}: weights file is corrupt or was changed (checksum mismatch)")
+    try:
+        import io
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # weights_only refuses any pickled code; report it, never run it
+        raise ModelError(f"{folder}: weights file cannot be loaded safely ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{folder}: weights file is not a plain tensor dictionary")
+    model = build_from_meta(m)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).split("\n")[0:3]
+        raise ModelError(f"{folder}: weights do not fit a {m['arch']} with {len(m['vocab'])} classes "
+                         f"({' '.join(s.strip() for s in first)[:300]})") from None
+    return model.eval(), m
+
+
+def list_models(folder: str | Path | None = None) -> list[dict]:
+    """Every loadable model folder under folder (default ./models), newest first."""
+    folder = Path(folder or models_dir())
+    out = []
+    if folder.is_dir():
+        for d in folder.iterdir():
+            if d.is_dir() and (d / "model.json").is_file():
+                try:
+                    m = read_meta(d)
+                except ModelError:
+                    continue
+                out.append({"name": d.name, "path": str(d), "arch": m["arch"], "classes": len(m["vocab"]),
+                            "accuracy": (m.get("metrics") or {}).get("accuracy"), "date": m.get("date", "")})
+    return sorted(out, key=lambda r: r["date"], reverse=True)
+
+
+def unique_dir(folder: str | Path | None, stem: str) -> Path:
+    """models/<stem>, or models/<stem>-2, -3... if taken."""
+    folder = Path(folder or models_dir())
+    p, i = folder / safe_name(stem), 2
+    while p.exists():
+        p, i = folder / f"{safe_name(stem)}-{i}", i + 1
+    return p
+
+
+def export_zip(folder: str | Path, dest: str | Path | None = None) -> Path:
+    """One .zip holding model.json and the weights, for sharing or a Space."""
+    folder = Path(folder)
+    m = read_meta(folder)
+    dest = Path(dest or Path(tempfile.mkdtemp(prefix="logoapp-export-")) / f"{folder.name}.zip")
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as z:
+        z.write(folder / "model.json", "model.json")
+        z.write(folder / m["weights"], m["weights"])
+    return dest
+
+
+def import_zip(zpath: str | Path, folder: str | Path | None = None, name: str | None = None) -> Path:
+    """Check and unpack an exported model zip into models/NAME; only model.json and one weights file are taken."""
+    zpath = Path(zpath)
+    try:
+        z = zipfile.ZipFile(zpath)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ModelError(f"not a model zip: {e}") from None
+    with z, tempfile.TemporaryDirectory(prefix="logoapp-import-") as tmp:
+        infos = {i.filename: i for i in z.infolist()}
+        if "model.json" not in infos:
+            raise ModelError("not a model zip: model.json is missing")
+        if sum(i.file_size for i in infos.values()) > MAX_ZIP_BYTES:
+            raise ModelError(f"model zip too large when unpacked (> {MAX_ZIP_BYTES // 2**20} MB)")
+        (Path(tmp) / "model.json").write_bytes(z.read("model.json"))
+        try:
+            m = read_meta(tmp)
+        except ModelError as e:
+            raise ModelError(str(e).replace(tmp, "the zip")) from None
+        if m["weights"] not in infos:
+            raise ModelError(f"model zip lacks its weights file {m['weights']}")
+        (Path(tmp) / m["weights"]).write_bytes(z.read(m["weights"]))
+        try:
+            load(tmp)
+        except ModelError as e:
+            raise ModelError(str(e).replace(tmp, "the zip")) from None
+        dest = unique_dir(folder, name or m.get("name") or zpath.stem)
+        dest.mkdir(parents=True)
+        for f in ("model.json", m["weights"]):
+            shutil.copy2(Path(tmp) / f, dest / f)
+    return dest

@@ -1,0 +1,252 @@
+"""Training with fastai's Learner over the uint8 cache, reported as a stream of event records."""
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import models as M
+
+warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
+import fastai.callback.fp16  # noqa: E402,F401  (patches Learner.to_fp16)
+import fastai.callback.schedule  # noqa: E402,F401  (patches fit_one_cycle, fine_tune, lr_find)
+from fastai.callback.core import Callback, CancelFitException  # noqa: E402
+from fastai.data.core import DataLoaders  # noqa: E402
+from fastai.learner import Learner  # noqa: E402
+from fastai.metrics import accuracy  # noqa: E402
+
+MAX_UPDATES_PER_S = 5
+
+
+@dataclass
+class TrainConfig:
+    model: str = "cnn"
+    epochs: int | None = None     # None: the model's default (models.DEFAULTS)
+    lr: float | None = None
+    bs: int = 64
+    size: int | None = None       # model input size; None: the model's default
+    aug: bool | None = None       # None: on for image models (cnn, resnet), off for linear/mlp
+    seed: int = 42
+    wd: float = 0.01
+
+    def resolved(self) -> "TrainConfig":
+        """Fill model defaults in."""
+        d = M.DEFAULTS[self.model]
+        return TrainConfig(self.model, self.epochs or d["epochs"], self.lr or d["lr"], self.bs, self.size or d["size"],
+                           d["aug"] if self.aug is None else self.aug, self.seed, self.wd)
+
+
+class TensorLoader:
+    """Batches straight from the uint8 cache: one gather per batch, no per-item Python, no decoding."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, bs: int, shuffle: bool = False,
+                 seed: int = 0, drop_last: bool = False, device=None):
+        self.x, self.y = torch.from_numpy(images), torch.from_numpy(np.asarray(labels, np.int64))
+        self.idx = torch.as_tensor(np.asarray(idx, np.int64))
+        self.bs, self.shuffle, self.drop_last = bs, shuffle, drop_last and len(idx) > bs
+        self.gen = torch.Generator().manual_seed(seed)
+        self.device = device or torch.device("cpu")
+        self.dataset = self.idx  # fastai looks for .dataset; its length is the item count
+
+    @property
+    def n(self) -> int:
+        return len(self.idx)
+
+    def __len__(self) -> int:
+        return self.n // self.bs if self.drop_last else -(-self.n // self.bs)
+
+    def to(self, device):
+        self.device = torch.device(device)
+        return self
+
+    def __iter__(self):
+        idx = self.idx[torch.randperm(self.n, generator=self.gen)] if self.shuffle else self.idx
+        pin = self.device.type == "cuda"
+        for i in range(len(self)):
+            b = idx[i * self.bs:(i + 1) * self.bs]
+            xb, yb = self.x[b], self.y[b]
+            if pin:
+                xb, yb = xb.pin_memory(), yb.pin_memory()
+            yield xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
+
+
+def dataloaders(ds, bs: int, seed: int, device) -> DataLoaders:
+    tr, va = ds.idx("train"), ds.idx("valid")
+    train = TensorLoader(ds.images, ds.labels, tr, bs, shuffle=True, seed=seed, drop_last=True, device=device)
+    valid = TensorLoader(ds.images, ds.labels, va, bs * 2, device=device)
+    return DataLoaders(train, valid, device=device)
+
+
+def channel_stats(ds, n: int = 2048, seed: int = 0) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of (a sample of) the training images, for normalisation."""
+    tr = ds.idx("train")
+    pick = np.random.default_rng(seed).choice(tr, min(n, len(tr)), replace=False) if len(tr) else tr
+    x = torch.from_numpy(ds.images[np.sort(pick)]).float().div_(255).flatten(0, 2)
+    return x.mean(0).tolist(), x.std(0).clamp(min=1e-3).tolist()
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Events(Callback):
+    """Turns fastai's batches and epochs into event records; checks the stop flag before every batch."""
+    order = 60  # after the Recorder has written this epoch's metrics
+
+    def __init__(self, emit: Callable[[dict], None], stop: threading.Event):
+        self.emit, self.stop = emit, stop
+
+    def before_fit(self):
+        self.t_fit, self.last, self.n_seen, self.stopped, self.epochs = time.perf_counter(), 0.0, 0, False, []
+
+    def before_epoch(self):
+        self.t_epoch, self.correct, self.count, self.loss_sum = time.perf_counter(), 0, 0, 0.0
+
+    def before_batch(self):
+        if self.stop.is_set():
+            self.stopped = True
+            raise CancelFitException()
+
+    def after_batch(self):
+        if not self.training:
+            return
+        bs = len(self.yb[0])
+        self.n_seen += bs
+        self.count += bs
+        self.loss_sum += float(self.loss) * bs
+        self.correct += int((self.pred.argmax(1) == self.yb[0]).sum())
+        now, last_batch = time.perf_counter(), self.iter == self.n_iter - 1
+        if now - self.last >= 1 / MAX_UPDATES_PER_S or last_batch:
+            self.last = now
+            self.emit({"type": "batch", "epoch": self.epoch, "iter": self.iter, "n_iter": self.n_iter,
+                       "n_epoch": self.n_epoch, "train_loss": self.loss_sum / self.count,
+                       "train_acc": self.correct / self.count, "lr": float(self.opt.hypers[-1]["lr"]),
+                       "progress": (self.epoch + (self.iter + 1) / self.n_iter) / self.n_epoch,
+                       "elapsed": now - self.t_fit})
+
+    def after_epoch(self):
+        vals = self.recorder.values[-1] if self.recorder.values else []
+        names = [n for n in self.recorder.metric_names[1:-1]]
+        rec = dict(zip(names, vals))
+        e = {"type": "epoch", "epoch": self.epoch, "n_epoch": self.n_epoch,
+             "train_loss": float(rec.get("train_loss", float("nan"))),
+             "valid_loss": float(rec.get("valid_loss", float("nan"))),
+             "accuracy": float(rec.get("accuracy", float("nan"))),
+             "seconds": time.perf_counter() - self.t_epoch, "elapsed": time.perf_counter() - self.t_fit}
+        self.epochs.append(e)
+        self.emit(e)
+
+
+def make_learner(ds, cfg: TrainConfig, dev=None, cbs=()) -> tuple[Learner, dict]:
+    """A fastai Learner for cfg.model on ds, with the prep (normalisation, size) and augmentation inside the model."""
+    dev = dev or M.device()
+    seed_everything(cfg.seed)
+    mean, std = channel_stats(ds, seed=cfg.seed)
+    aug = M.default_aug(ds.channels, enabled=cfg.aug)
+    model, info = M.build(cfg.model, ds.channels, ds.c, ds.size, cfg.size, mean, std, aug)
+    if info["pretrained"]:
+        mean, std = model.prep.mean.flatten().tolist(), model.prep.std.flatten().tolist()
+    if dev.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    extra = {}
+    if cfg.model.startswith("resnet"):  # body and head as two parameter groups, so fine_tune can freeze the body
+        extra["splitter"] = lambda m: [list(m.body[0].parameters()), list(m.body[1].parameters())]
+    learn = Learner(dataloaders(ds, cfg.bs, cfg.seed, dev), model, loss_func=nn.CrossEntropyLoss(),
+                    metrics=accuracy, wd=cfg.wd, cbs=list(cbs), **extra)
+    learn.logger = lambda *a, **k: None
+    from fastai.callback.progress import ProgressCallback
+    if ProgressCallback in [type(c) for c in learn.cbs]:
+        learn.remove_cb(ProgressCallback)
+    if dev.type == "cuda":
+        learn.to_fp16()
+    info.update(mean=mean, std=std, aug=aug, device=str(dev))
+    return learn, info
+
+
+def lr_find(ds, cfg: TrainConfig) -> dict:
+    """fastai's learning-rate finder: the suggested rate and the (lr, loss) curve."""
+    cfg = cfg.resolved()
+    learn, _ = make_learner(ds, cfg)
+    n = max(10, min(100, len(learn.dls.train) * 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sug = learn.lr_find(num_it=n, show_plot=False)
+    rec = learn.recorder
+    lrs, losses = [float(x) for x in rec.lrs], [float(x) for x in rec.losses]
+    return {"suggested": float(sug.valley), "lrs": lrs, "losses": losses}
+
+
+def fit(ds, cfg: TrainConfig, emit: Callable[[dict], None] = lambda e: None, stop: threading.Event | None = None,
+        out: str | Path | None = None) -> dict:
+    """Train cfg.model on ds, calling emit(event) as it goes; returns the 'done' record (and saves when out is given)."""
+    from . import store
+    from .evaluate import evaluate_model
+    cfg = cfg.resolved()
+    stop = stop or threading.Event()
+    ev = Events(emit, stop)
+    learn, info = make_learner(ds, cfg, cbs=[ev])
+    emit({"type": "start", "model": cfg.model, "config": asdict(cfg), "n_train": int(len(ds.idx("train"))),
+          "n_valid": int(len(ds.idx("valid"))), "n_params": M.n_params(learn.model), "device": info["device"],
+          "weights_note": info["weights_note"], "n_iter": len(learn.dls.train)})
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if info["pretrained"]:
+            learn.fine_tune(cfg.epochs, cfg.lr)
+        else:
+            learn.fit_one_cycle(cfg.epochs, cfg.lr)
+    seconds = time.perf_counter() - t0
+    if learn.dls.device.type == "cuda":
+        learn.to_fp32()
+    model = learn.model.eval().to("cpu").to(memory_format=torch.contiguous_format)
+    res = evaluate_model(model, ds, "valid")
+    history = [{k: e[k] for k in ("epoch", "train_loss", "valid_loss", "accuracy", "seconds")} for e in ev.epochs]
+    done = {"type": "done", "model": cfg.model, "accuracy": res["accuracy"], "per_class": res["per_class"],
+            "history": history, "seconds": seconds, "images_per_second": ev.n_seen / seconds if seconds else 0.0,
+            "n_params": M.n_params(model), "stopped": ev.stopped, "pretrained": info["pretrained"],
+            "weights_note": info["weights_note"], "model_path": None}
+    meta = {"arch": cfg.model, "vocab": ds.vocab, "size": info["size"], "data_size": ds.size, "channels": ds.channels,
+            "mean": info["mean"], "std": info["std"], "aug": info["aug"], "train": asdict(cfg),
+            "metrics": {"accuracy": res["accuracy"], "per_class": res["per_class"], "history": history,
+                        "seconds": seconds, "stopped": ev.stopped},
+            "data": {"root": ds.root, "n_train": int(len(ds.idx("train"))), "n_valid": int(len(ds.idx("valid"))),
+                     "valid_pct": ds.valid_pct, "seed": ds.seed, "presplit": ds.presplit},
+            "pretrained": info["pretrained"], "n_params": M.n_params(model)}
+    if out:
+        done["model_path"] = str(store.save(model, meta, out))
+    done["_model"], done["_meta"] = model, meta
+    return done
+
+
+def train(ds, cfg: TrainConfig, stop: threading.Event | None = None, out=None) -> Iterator[dict]:
+    """Train in a worker thread, yielding start/batch/epoch records then one 'done' (or 'error') record.
+    Closing the iterator early sets the stop flag."""
+    q: queue.Queue = queue.Queue()
+    stop = stop or threading.Event()
+
+    def run():
+        try:
+            q.put(fit(ds, cfg, q.put, stop, out))
+        except Exception as e:  # reported as an event: the UI shows it, nothing crashes
+            q.put({"type": "error", "message": f"{type(e).__name__}: {e}"})
+        q.put(None)
+
+    th = threading.Thread(target=run, daemon=True, name="logoapp-train")
+    th.start()
+    try:
+        while (e := q.get()) is not None:
+            yield e
+    finally:
+        stop.set()
+        th.join()

@@ -1,0 +1,49 @@
+"""Tiny generated image folders, so tests need no data and run in seconds."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def make_image(k: int, i: int, size: int = 32, mode: str = "RGBA") -> Image.Image:
+    """Class k: a shape of colour k, jittered by i; transparent background."""
+    rng = np.random.default_rng(k * 1000 + i)
+    colours = [(220, 30, 30), (30, 60, 200), (30, 160, 60), (230, 200, 20)]
+    img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    o = int(rng.integers(0, size // 8 + 1))
+    box = (size // 6 + o, size // 6 + o, size - size // 6 - o, size - size // 6 - o)
+    fill = tuple(int(np.clip(c + rng.integers(-20, 21), 0, 255)) for c in colours[k % 4]) + (255,)
+    (d.ellipse if k % 2 else d.rectangle)(box, fill=fill)
+    return img.convert(mode) if mode != "RGBA" else img
+
+
+def make_folder(root: Path, n_classes: int = 2, per_class: int = 12, size: int = 32, names=None) -> Path:
+    names = names or [f"class{k}" for k in range(n_classes)]
+    for k, name in enumerate(names):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            make_image(k, i, size).save(root / name / f"{name}_{i:03d}.png")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own cache and models folder: no test sees another's files."""
+    monkeypatch.setenv("LOGOAPP_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def tiny(tmp_path) -> Path:
+    return make_folder(tmp_path / "tiny", n_classes=2, per_class=12)
+
+
+@pytest.fixture
+def tiny4(tmp_path) -> Path:
+    return make_folder(tmp_path / "tiny4", n_classes=4, per_class=16)
