@@ -84,9 +84,10 @@ class Dataset:
 def _walk(top: Path):
     """Yield files under top, sorted, following symlinks but never looping; hidden entries skipped."""
     seen = set()
+    top_real = os.path.realpath(top)
     for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
         real = os.path.realpath(dirpath)
-        if real in seen:
+        if real in seen or (real != top_real and top_real.startswith(real.rstrip(os.sep) + os.sep)):  # a loop up
             dirnames[:] = []
             continue
         seen.add(real)
@@ -123,7 +124,7 @@ def _class_files(top: Path, bad: list[BadFile], notes: list[str]) -> dict[str, l
 
 def _layout(root: Path, bad, notes) -> tuple[list[tuple[Path, str, int]], bool]:
     """(file, class, split) for every candidate image; split 0/1/2 = train/valid/test (-1: split later)."""
-    subs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    subs = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
     if "train" in subs and any(k in subs for k in ("valid", "validation", "val", "test")):
         has_valid = any(k in subs for k in ("valid", "validation", "val"))
         rows = []
@@ -158,9 +159,9 @@ def _cache_key(rows, size: int) -> str:
     for f, cls, split in rows:
         try:
             st = f.stat()
-            h.update(f"{f}|{cls}|{split}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            h.update(f"{f}|{cls}|{split}|{st.st_size}|{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
         except OSError:
-            h.update(f"{f}|missing\n".encode())
+            h.update(f"{f}|missing\n".encode("utf-8", "surrogateescape"))  # names need not be valid UTF-8
     return h.hexdigest()[:20]
 
 

@@ -37,7 +37,7 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 class Prep(nn.Module):
-    """uint8 (N, H, W, C) -> float (N, C, size, size), normalised; channels-last in memory."""
+    """uint8 (N, H, W, C) -> float (N, C, size, size): resize (antialiased, kept on the uint8 grid) and normalise."""
 
     def __init__(self, channels: int, size: int, mean=None, std=None):
         super().__init__()
@@ -45,12 +45,20 @@ class Prep(nn.Module):
         self.register_buffer("mean", torch.tensor(mean or [0.5] * channels).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std or [0.25] * channels).view(1, -1, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def resize(self, x: torch.Tensor) -> torch.Tensor:
+        """-> float in [0, 1] at the model's size; rounding to 1/255 steps makes a pre-resized uint8 cache identical."""
         if x.dtype == torch.uint8:
             x = x.permute(0, 3, 1, 2).float().div_(255)
-        if x.shape[-1] != self.size:
+        if x.shape[-1] != self.size or x.shape[-2] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
+            x = x.mul_(255).round_().div_(255)
+        return x
+
+    def norm(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.resize(x))
 
 
 class Augment(nn.Module):
@@ -97,9 +105,8 @@ class Net(nn.Module):
         self.prep, self.aug, self.body = prep, aug, body
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.uint8:
-            x = x.permute(0, 3, 1, 2).float().div_(255)
-        return self.body(self.prep(self.aug(x)))
+        """uint8 (N, H, W, C) at any size -> logits; augmentation runs at the model's size, before normalising."""
+        return self.body(self.prep.norm(self.aug(self.prep.resize(x))))
 
 
 def conv_block(ni: int, nf: int, stride: int = 2) -> nn.Sequential:
@@ -161,6 +168,20 @@ def build(name: str, channels: int, n_out: int, data_size: int, size: int | None
             mean, std = list(IMAGENET_MEAN) + [0.5] * (channels - 3), list(IMAGENET_STD) + [0.5] * (channels - 3)
     augment = Augment(**(aug or {"enabled": False}))
     return Net(Prep(channels, size, mean, std), augment, body), info
+
+
+@torch.inference_mode()
+def resize_images(images, size: int, bs: int = 512):
+    """(N, H, W, C) uint8 -> (N, size, size, C) uint8 with the models' own resize, so training can skip it per batch."""
+    import numpy as np
+    if images.shape[1] == size:
+        return images
+    prep = Prep(images.shape[3], size)
+    out = np.empty((len(images), size, size, images.shape[3]), np.uint8)
+    for i in range(0, len(images), bs):
+        x = prep.resize(torch.from_numpy(np.ascontiguousarray(images[i:i + bs])))
+        out[i:i + bs] = x.mul(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return out
 
 
 def n_params(model: nn.Module) -> int:

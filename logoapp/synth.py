@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing as mp
 import os
 import shutil
+import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -146,8 +149,8 @@ def template(club_index: int, size: int = 140) -> Image.Image:
 def _affine(rng: np.random.Generator, size: int):
     """Random inverse affine coefficients (output -> input) for PIL, about the image centre."""
     u = rng.random()
-    if u < 0.17: angle = 180 + rng.normal(0, 8)            # upside down
-    elif u < 0.33: angle = rng.uniform(0, 360)              # any angle
+    if u < 0.15: angle = 180 + rng.normal(0, 8)            # upside down
+    elif u < 0.29: angle = rng.uniform(0, 360)              # any angle
     else: angle = float(np.clip(rng.normal(0, 6), -15, 15))  # nearly upright
     a = math.radians(angle)
     rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
@@ -156,7 +159,7 @@ def _affine(rng: np.random.Generator, size: int):
     scale = np.diag([sc * math.exp(rng.normal(0, 0.03)), sc])
     flip = np.diag([-1.0 if rng.random() < 0.2 else 1.0, 1.0])
     m = rot @ shear @ scale @ flip
-    shift = np.clip(rng.normal(0, 3.5, 2), -10, 10) * size / 140
+    shift = np.clip(rng.normal(0, 2.5, 2), -10, 10) * size / 140
     inv = np.linalg.inv(m)
     c = np.array([size / 2, size / 2])
     off = c - inv @ (c + shift)
@@ -227,16 +230,28 @@ def _fill(folder: Path, params: dict, progress) -> None:
         jobs += [(k, seed, list(range(j, min(j + 50, per))), size, str(d)) for j in range(0, per, 50)]
     total, done = n * per, 0
     if progress: progress(0, total)
-    workers = min(len(jobs), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-    if total < 400 or workers < 2:
-        for job in jobs:
-            done += _batch(*job)
-            if progress: progress(done, total)
-        return
-    with ProcessPoolExecutor(workers) as ex:
-        for f in as_completed([ex.submit(_batch, *job) for job in jobs]):
-            done += f.result()
-            if progress: progress(done, total)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    for count in _run(jobs, 1 if total < 400 else min(cores, len(jobs))):
+        done += count
+        if progress: progress(done, total)
+
+
+def _run(jobs: list, workers: int):
+    """Run `_batch` jobs, yielding image counts as they finish; in a process pool when `workers` > 1."""
+    left = set(range(len(jobs)))
+    if workers > 1:
+        ctx = mp.get_context("fork") if sys.platform.startswith("linux") else None  # fork: no __main__ guard needed
+        try:
+            with ProcessPoolExecutor(workers, mp_context=ctx) as ex:
+                futs = {ex.submit(_batch, *job): j for j, job in enumerate(jobs)}
+                try:
+                    for f in as_completed(futs):
+                        yield f.result()
+                        left.discard(futs[f])
+                finally:
+                    for f in futs: f.cancel()  # stop early on errors or Ctrl-C
+        except (BrokenProcessPool, OSError, RuntimeError): pass  # no usable pool here: finish in this process
+    for j in sorted(left): yield _batch(*jobs[j])
 
 
 def _swap(tmp: Path, out: Path, params: dict) -> None:

@@ -47,3 +47,16 @@ def tiny(tmp_path) -> Path:
 @pytest.fixture
 def tiny4(tmp_path) -> Path:
     return make_folder(tmp_path / "tiny4", n_classes=4, per_class=16)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A tiny linear model trained once per session on 4 classes of 32px RGBA images.
+    Returns (model folder, data folder); read-only: copy the model folder before tampering with it."""
+    from logoapp.data import open_dataset
+    from logoapp.train import TrainConfig, fit
+    root = tmp_path_factory.mktemp("trained")
+    data = make_folder(root / "data", n_classes=4, per_class=16)
+    ds = open_dataset(data, size=32, cache=False)
+    fit(ds, TrainConfig("linear", epochs=2, bs=16), out=root / "model")
+    return root / "model", data
