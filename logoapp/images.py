@@ -157,7 +157,7 @@ def to_channels(a: np.ndarray, channels: int) -> np.ndarray:
     """(H, W, 3|4) uint8 -> (H, W, channels): add an opaque alpha, or composite alpha onto white."""
     c = a.shape[-1]
     if c == channels:
-        return np.ascontiguousarray(a)
+        return a if a.flags.writeable and a.flags.c_contiguous else np.array(a)
     if channels == 4:
         out = np.empty(a.shape[:-1] + (4,), np.uint8)
         out[..., :3], out[..., 3] = a, 255

@@ -54,7 +54,9 @@ class TensorLoader:
         self.idx = torch.as_tensor(np.asarray(idx, np.int64))
         self.bs, self.shuffle, self.drop_last = bs, shuffle, drop_last and len(idx) > bs
         self.gen = torch.Generator().manual_seed(seed)
-        self.device = device or torch.device("cpu")
+        self.device = torch.device(device or "cpu")
+        if self.device.type == "cuda" and self.x.nbytes < 2**31:  # the whole uint8 set fits: gather on the GPU
+            self.x, self.y = self.x.to(self.device), self.y.to(self.device)
         self.dataset = self.idx  # fastai looks for .dataset; its length is the item count
 
     @property
@@ -66,13 +68,15 @@ class TensorLoader:
 
     def to(self, device):
         self.device = torch.device(device)
+        if self.device.type != "cuda" and self.x.is_cuda:
+            self.x, self.y = self.x.cpu(), self.y.cpu()
         return self
 
     def __iter__(self):
         idx = self.idx[torch.randperm(self.n, generator=self.gen)] if self.shuffle else self.idx
-        pin = self.device.type == "cuda"
+        pin = self.device.type == "cuda" and not self.x.is_cuda
         for i in range(len(self)):
-            b = idx[i * self.bs:(i + 1) * self.bs]
+            b = idx[i * self.bs:(i + 1) * self.bs].to(self.x.device)
             xb, yb = self.x[b], self.y[b]
             if pin:
                 xb, yb = xb.pin_memory(), yb.pin_memory()
@@ -112,11 +116,12 @@ class Events(Callback):
     """Turns fastai's batches and epochs into event records; checks the stop flag before every batch."""
     order = 60  # after the Recorder has written this epoch's metrics
 
-    def __init__(self, emit: Callable[[dict], None], stop: threading.Event):
-        self.emit, self.stop = emit, stop
+    def __init__(self, emit: Callable[[dict], None], stop: threading.Event, total_epochs: int):
+        self.emit, self.stop, self.total = emit, stop, total_epochs
+        self.t_fit, self.last, self.n_seen, self.stopped, self.epochs = None, 0.0, 0, False, []
 
-    def before_fit(self):
-        self.t_fit, self.last, self.n_seen, self.stopped, self.epochs = time.perf_counter(), 0.0, 0, False, []
+    def before_fit(self):  # fine_tune runs two fits (frozen, then unfrozen): one timeline across both
+        self.t_fit = self.t_fit or time.perf_counter()
 
     def before_epoch(self):
         self.t_epoch, self.correct, self.count, self.loss_sum = time.perf_counter(), 0, 0, 0.0
@@ -137,17 +142,18 @@ class Events(Callback):
         now, last_batch = time.perf_counter(), self.iter == self.n_iter - 1
         if now - self.last >= 1 / MAX_UPDATES_PER_S or last_batch:
             self.last = now
-            self.emit({"type": "batch", "epoch": self.epoch, "iter": self.iter, "n_iter": self.n_iter,
-                       "n_epoch": self.n_epoch, "train_loss": self.loss_sum / self.count,
+            ep = len(self.epochs)
+            self.emit({"type": "batch", "epoch": ep, "iter": self.iter, "n_iter": self.n_iter,
+                       "n_epoch": self.total, "train_loss": self.loss_sum / self.count,
                        "train_acc": self.correct / self.count, "lr": float(self.opt.hypers[-1]["lr"]),
-                       "progress": (self.epoch + (self.iter + 1) / self.n_iter) / self.n_epoch,
+                       "progress": min(1.0, (ep + (self.iter + 1) / self.n_iter) / self.total),
                        "elapsed": now - self.t_fit})
 
     def after_epoch(self):
         vals = self.recorder.values[-1] if self.recorder.values else []
         names = [n for n in self.recorder.metric_names[1:-1]]
         rec = dict(zip(names, vals))
-        e = {"type": "epoch", "epoch": self.epoch, "n_epoch": self.n_epoch,
+        e = {"type": "epoch", "epoch": len(self.epochs), "n_epoch": self.total,
              "train_loss": float(rec.get("train_loss", float("nan"))),
              "valid_loss": float(rec.get("valid_loss", float("nan"))),
              "accuracy": float(rec.get("accuracy", float("nan"))),
@@ -202,8 +208,10 @@ def fit(ds, cfg: TrainConfig, emit: Callable[[dict], None] = lambda e: None, sto
     from .evaluate import evaluate_model
     cfg = cfg.resolved()
     stop = stop or threading.Event()
-    ev = Events(emit, stop)
+    ev = Events(emit, stop, cfg.epochs)
     learn, info = make_learner(ds, cfg, cbs=[ev])
+    if info["pretrained"]:
+        ev.total = cfg.epochs + 1  # fine_tune: one frozen epoch first
     emit({"type": "start", "model": cfg.model, "config": asdict(cfg), "n_train": int(len(ds.idx("train"))),
           "n_valid": int(len(ds.idx("valid"))), "n_params": M.n_params(learn.model), "device": info["device"],
           "weights_note": info["weights_note"], "n_iter": len(learn.dls.train)})
