@@ -21,6 +21,7 @@ VERSION = 1  # bump when the drawing or the variation changes, so cached sets ar
 
 
 class Club(NamedTuple):
+    """One made-up club: how its crest is drawn."""
     name: str
     shape: str            # shield | roundel | hexagon | square
     rings: tuple          # border colours, outermost first
@@ -127,9 +128,14 @@ def _font(px: int):
     except (TypeError, OSError): return ImageFont.load_default()
 
 
-@lru_cache(maxsize=64)
 def template(club_index: int, size: int = 140) -> Image.Image:
-    """The clean, centred RGBA crest of a club, drawn at 2x and downsampled."""
+    """The clean, centred, upright RGBA crest of a club (the "ideal" image every sample is made from)."""
+    return _template(club_index, size).copy()
+
+
+@lru_cache(maxsize=64)
+def _template(club_index: int, size: int) -> Image.Image:
+    """Draw a club's crest at 2x and downsample it, for anti-aliased edges (cached; don't modify)."""
     club, s = CLUBS[club_index], 2 * size
     img = Image.new("RGBA", (s, s), (0, 0, 0, 0))
     d = ImageDraw.Draw(img)
@@ -170,7 +176,7 @@ def crest(club_index: int, seed: int, i: int, size: int = 140) -> Image.Image:
     """Image `i` of club `club_index`: its template rotated, sheared, scaled, shifted, recoloured; deterministic."""
     if not 0 <= club_index < len(CLUBS): raise IndexError(f"no club {club_index}")
     rng = np.random.default_rng([seed, club_index, i])
-    img = template(club_index, size).transform((size, size), Image.AFFINE, _affine(rng, size),
+    img = _template(club_index, size).transform((size, size), Image.AFFINE, _affine(rng, size),
                                                 resample=Image.BICUBIC, fillcolor=(0, 0, 0, 0))
     x = np.asarray(img, dtype=np.float32)
     gain = (1 + rng.normal(0, 0.04, 3)) * (1 + rng.normal(0, 0.05))
@@ -205,6 +211,7 @@ def generate(out: str | Path, n_classes: int | None = None, per_class: int = 300
              seed: int = 0, progress: Callable[[int, int], object] | None = None) -> Path:
     """Write `out/<club>/<club>_<i:04d>.png` for the first `n_classes` clubs; reuses a matching finished set."""
     out = Path(out)
+    if per_class < 1 or size < 16: raise ValueError(f"need per_class >= 1 and size >= 16, got {per_class}, {size}")
     params = _params(n_classes, per_class, size, seed)
     if is_complete(out, params): return out
     if out.exists() and any(out.iterdir()) and not is_complete(out):
@@ -246,8 +253,9 @@ def _run(jobs: list, workers: int):
                 futs = {ex.submit(_batch, *job): j for j, job in enumerate(jobs)}
                 try:
                     for f in as_completed(futs):
-                        yield f.result()
+                        count = f.result()
                         left.discard(futs[f])
+                        yield count
                 finally:
                     for f in futs: f.cancel()  # stop early on errors or Ctrl-C
         except (BrokenProcessPool, OSError, RuntimeError): pass  # no usable pool here: finish in this process
