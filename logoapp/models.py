@@ -27,7 +27,7 @@ TRAINABLE = [n for n in NAMES if n != "pixel"]
 DEFAULTS = {
     "linear":   dict(size=None, epochs=6, lr=1e-3, aug=False),
     "mlp":      dict(size=None, epochs=6, lr=1e-3, aug=False),
-    "cnn":      dict(size=64, epochs=6, lr=5e-3, aug=True),
+    "cnn":      dict(size=64, epochs=5, lr=5e-3, aug=True),
     "resnet18": dict(size=64, epochs=4, lr=2e-3, aug=True),
     "resnet34": dict(size=64, epochs=4, lr=2e-3, aug=True),
 }

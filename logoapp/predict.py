@@ -33,8 +33,8 @@ class Predictor:
                 src = np.stack([src] * 3, -1)
             if src.ndim != 3 or src.shape[-1] not in (3, 4):
                 raise ImageError(f"array must be (H, W), (H, W, 3) or (H, W, 4), got {src.shape}")
-            if src.dtype != np.uint8:
-                src = np.clip(src * (255 if src.max(initial=0) <= 1 else 1), 0, 255).astype(np.uint8)
+            if src.dtype != np.uint8:  # floats in [0, 1] or [0, 255]; rounded, as x / 255 * 255 can land just under x
+                src = np.clip(np.rint(src * (255 if src.max(initial=0) <= 1 else 1)), 0, 255).astype(np.uint8)
             if src.shape[:2] == (self.size, self.size):
                 return to_channels(src, self.channels)
             src = Image.fromarray(src)

@@ -93,6 +93,8 @@ def read_meta(folder: str | Path) -> dict:
     missing = [k for k in REQUIRED if k not in m]
     if missing:
         raise ModelError(f"model.json in {folder} lacks {', '.join(missing)}")
+    if not isinstance(m.get("format", 0), int):
+        raise ModelError(f"model.json in {folder} has an invalid format number")
     if m.get("format", 0) > FORMAT:
         raise ModelError(f"{folder} was saved by a newer logoapp (format {m['format']}); upgrade logoapp to load it")
     if not (isinstance(m["vocab"], list) and len(m["vocab"]) >= 2 and all(isinstance(v, str) for v in m["vocab"])):
@@ -136,7 +138,13 @@ def load(folder: str | Path) -> tuple[nn.Module, dict]:
         raise ModelError(f"{folder}: weights file cannot be loaded safely ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{folder}: weights file is not a plain tensor dictionary")
-    model = build_from_meta(m)
+    try:
+        model = build_from_meta(m)
+    except ModelError:
+        raise
+    except Exception as e:  # a hand-edited or hostile model.json: wrong types, unknown options
+        raise ModelError(f"{folder}: model.json does not describe a model this logoapp can build "
+                         f"({type(e).__name__}: {str(e)[:200]})") from None
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
