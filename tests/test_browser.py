@@ -1,0 +1,171 @@
+"""The app in a real browser (Debian's Chromium through Playwright): every tab, predict, train, stop; README screenshots."""
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from app_server import ROOT, app_server
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = os.environ.get("LOGOAPP_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+SHOTS = ROOT / "assets"
+TABS = {"data": "1 · Data", "ideal": "2 · Ideal images", "train": "3 · Train", "evaluate": "4 · Evaluate",
+        "predict": "5 · Predict"}
+
+
+def _need(what: str, ok: bool) -> None:
+    """Missing browser pieces: a failure on CI (where they must be installed), a skip on a developer machine."""
+    if ok:
+        return
+    msg = f"{what} is missing (apt-get install chromium; pip install playwright)"
+    if os.environ.get("CI"):
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # pragma: no cover - reported by the fixture below
+    sync_playwright = None
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    _need("the playwright Python package", sync_playwright is not None)
+    _need(CHROMIUM, Path(CHROMIUM).is_file())
+    with app_server(models=tmp_path_factory.mktemp("models")) as server, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1280, "height": 900})
+        outside = []
+        pg.on("request", lambda r: outside.append(r.url) if not r.url.startswith((server.url, "data:", "blob:")) else None)
+        errors = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.goto(server.url)
+        pg.wait_for_selector("#tabs", timeout=60_000)
+        pg.outside, pg.errors = outside, errors
+        yield pg
+        browser.close()
+
+
+def tab(pg, name: str) -> None:
+    pg.get_by_role("tab", name=TABS[name]).click()
+    pg.wait_for_timeout(400)
+
+
+def idle(pg, timeout: float = 60) -> None:
+    """Wait until no Gradio status tracker shows a pending job."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not pg.locator("[data-testid=status-tracker].pending, .wrap.pending").count():
+            return
+        pg.wait_for_timeout(200)
+
+
+def shot(pg, name: str) -> None:
+    idle(pg)
+    pg.mouse.move(1, 1)              # no hover highlight on the last button clicked
+    pg.wait_for_timeout(600)
+    pg.screenshot(path=str(SHOTS / f"screenshot-{name}.png"), full_page=True)
+
+
+def set_number(pg, selector: str, value) -> None:
+    box = pg.locator(f"{selector} input[data-testid=number-input], {selector} input[type=number]").first
+    box.fill(str(value))
+    box.press("Enter")
+    box.blur()
+    pg.wait_for_timeout(300)
+
+
+def fill_width(pg) -> float:
+    style = pg.locator("#train-progress .la-fill").get_attribute("style") or ""
+    m = re.search(r"width:\s*([\d.]+)%", style)
+    return float(m.group(1)) if m else 0.0
+
+
+def plot_src(pg, elem: str) -> str:
+    img = pg.locator(f"#{elem} img")
+    return img.first.get_attribute("src") or "" if img.count() else ""
+
+
+def test_every_tab_shows_its_content(page):
+    tab(page, "data")
+    expect(page.locator("#data-summary")).to_contain_text("3,000 images")
+    expect(page.locator("#data-gallery img").first).to_be_visible()
+    page.locator("#data-gallery button.thumbnail-item").nth(3).click()   # a thumbnail -> pixel table
+    expect(page.locator("#pixel-table")).to_contain_text("x=")
+    shot(page, "data")
+    tab(page, "ideal")
+    expect(page.locator("#ideal-plot img")).to_be_visible()
+    expect(page.get_by_text("Nearest-ideal baseline (L1)")).to_be_visible()
+    shot(page, "ideal")
+    tab(page, "evaluate")
+    expect(page.locator("#confusion img")).to_be_visible()
+    expect(page.locator("#top-losses img").first).to_be_visible()
+    tab(page, "predict")
+    expect(page.locator("#predict-image")).to_be_visible()
+    assert not page.outside, f"the page fetched from the internet: {page.outside[:5]}"
+
+
+def test_upload_a_crest_and_read_the_prediction(page):
+    tab(page, "predict")
+    page.set_input_files("#predict-image input[type=file]", str(ROOT / "assets" / "millbrook-city.png"))
+    top = page.locator("#predict-label [data-testid=label-output-value]")
+    expect(top).to_have_text("millbrook-city", timeout=30_000)
+    shot(page, "predict")
+
+
+def test_train_one_epoch_updates_progress_and_plots(page):
+    tab(page, "train")
+    set_number(page, "#epochs", 1)
+    set_number(page, "#size", 32)
+    before = plot_src(page, "loss-plot")
+    page.locator("#train-btn").click()
+    widths, srcs = set(), set()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        widths.add(fill_width(page))
+        srcs.add(plot_src(page, "loss-plot"))
+        if "finished" in page.locator("#train-result").inner_text():
+            break
+        page.wait_for_timeout(150)
+    result = page.locator("#train-result").inner_text()
+    assert "finished" in result, result
+    assert len(widths) >= 3, f"progress bar should move, saw widths {sorted(widths)}"
+    assert len(srcs - {before}) >= 1, "the loss plot should be redrawn while training"
+    expect(page.locator("#epoch-table")).to_contain_text("valid_loss")
+    expect(page.locator("#epoch-table tbody tr")).to_have_count(1)
+    expect(page.locator("#leaderboard")).to_contain_text("cnn")
+    expect(page.locator("#train-btn")).to_be_enabled(timeout=10_000)
+    shot(page, "train")
+
+
+def test_evaluate_shows_the_trained_model(page):
+    tab(page, "evaluate")
+    expect(page.locator("#eval-model input")).to_have_value(re.compile("cnn"), timeout=20_000)
+    expect(page.locator("#confusion img")).to_be_visible()
+    expect(page.locator("#eval-model input")).to_have_value(re.compile(r"^cnn-embedded-crests · cnn · \d"))
+    shot(page, "evaluate")
+
+
+def test_stop_ends_a_longer_run_early(page):
+    tab(page, "train")
+    set_number(page, "#epochs", 8)
+    set_number(page, "#size", 32)
+    page.locator("#train-btn").click()
+    stop = page.locator("#stop-btn")
+    expect(stop).to_be_enabled(timeout=30_000)
+    deadline = time.monotonic() + 60
+    while fill_width(page) <= 0 and time.monotonic() < deadline:   # wait for the first batches
+        page.wait_for_timeout(100)
+    stop.click()
+    expect(page.locator("#train-result")).to_contain_text("stopped early", timeout=60_000)
+    assert fill_width(page) < 60
+    expect(page.locator("#train-btn")).to_be_enabled(timeout=10_000)
+    assert not page.errors, page.errors
