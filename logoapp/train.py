@@ -119,6 +119,7 @@ class Events(Callback):
     def __init__(self, emit: Callable[[dict], None], stop: threading.Event, total_epochs: int):
         self.emit, self.stop, self.total = emit, stop, total_epochs
         self.t_fit, self.last, self.n_seen, self.stopped, self.epochs = None, 0.0, 0, False, []
+        self.acc_avg, self.n_batches = 0.0, 0  # exponential moving average of batch accuracy, like fastai's smooth_loss
 
     def before_fit(self):  # fine_tune runs two fits (frozen, then unfrozen): one timeline across both
         self.t_fit = self.t_fit or time.perf_counter()
@@ -138,14 +139,18 @@ class Events(Callback):
         self.n_seen += bs
         self.count += bs
         self.loss_sum += float(self.loss) * bs
-        self.correct += int((self.pred.argmax(1) == self.yb[0]).sum())
+        correct = int((self.pred.argmax(1) == self.yb[0]).sum())
+        self.correct += correct
+        self.n_batches += 1
+        self.acc_avg = 0.98 * self.acc_avg + 0.02 * correct / bs
         now, last_batch = time.perf_counter(), self.iter == self.n_iter - 1
         if now - self.last >= 1 / MAX_UPDATES_PER_S or last_batch:
             self.last = now
             ep = len(self.epochs)
             self.emit({"type": "batch", "epoch": ep, "iter": self.iter, "n_iter": self.n_iter,
                        "n_epoch": self.total, "train_loss": self.loss_sum / self.count,
-                       "train_acc": self.correct / self.count, "lr": float(self.opt.hypers[-1]["lr"]),
+                       "train_acc": self.correct / self.count, "smooth_loss": float(self.learn.smooth_loss),
+                       "smooth_acc": self.acc_avg / (1 - 0.98 ** self.n_batches), "lr": float(self.opt.hypers[-1]["lr"]),
                        "progress": min(1.0, (ep + (self.iter + 1) / self.n_iter) / self.total),
                        "elapsed": now - self.t_fit})
 

@@ -301,24 +301,6 @@ def _gr_progress(progress: gr.Progress):
     return report
 
 
-def recent_means():
-    """A coroutine: batch events (running means since the epoch began) -> means over the batches since the last event.
-
-    Plotting the running means would draw a saw-tooth that drops at every epoch start; these follow the loss
-    as it is now, like fastai's smoothed loss. (Training batches are all full, so counts are iter + 1.)"""
-    prev, out = None, (float("nan"), float("nan"))
-    while True:
-        e = yield out
-        n = e["iter"] + 1
-        if prev is None or prev["epoch"] != e["epoch"] or prev["iter"] >= e["iter"]:
-            out = (e["train_loss"], e["train_acc"])
-        else:
-            m = prev["iter"] + 1
-            out = ((e["train_loss"] * n - prev["train_loss"] * m) / (n - m),
-                   (e["train_acc"] * n - prev["train_acc"] * m) / (n - m))
-        prev = e
-
-
 def _fname(path: str) -> str:
     return Path(path).name
 
@@ -917,8 +899,6 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
             s.running, s.stop = True, threading.Event()
             out = store.unique_dir(folder, f"{cfg.model}-{ctx.slug}")
             tl, ta, vl, va, hist_, final = [], [], [], [], [], {}
-            recent = recent_means()
-            next(recent)
             n_epoch, last_draw, started = cfg.epochs, 0.0, time.perf_counter()
             yield {train_btn: gr.update(interactive=False), stop_btn: gr.update(interactive=True),
                    prog: bar(0, f"preparing {cfg.model}…"), loss_plot: plots.loss_curves([], [], n_epoch),
@@ -932,7 +912,7 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
                                             f"training images, {e['n_iter']} batches per epoch{note}")}
                     elif kind == "batch":
                         x = e["epoch"] + (e["iter"] + 1) / e["n_iter"]
-                        loss, acc = recent.send(e)
+                        loss, acc = e["smooth_loss"], e["smooth_acc"]
                         tl.append((x, loss))
                         ta.append((x, acc))
                         p, el = e["progress"], e["elapsed"]
