@@ -86,10 +86,10 @@ def cmd_synth(args):
     from .synth import class_names, generate
     try:
         names = class_names(args.classes)
-    except ValueError as e:
+        out = generate(args.out, n_classes=args.classes, per_class=args.per_class, size=args.size, seed=args.seed,
+                       progress=_bar("generating"))
+    except (ValueError, OSError) as e:  # bad counts, or OUT is someone else's folder
         raise CliError(str(e)) from None
-    out = generate(args.out, n_classes=args.classes, per_class=args.per_class, size=args.size, seed=args.seed,
-                   progress=_bar("generating"))
     print(f"wrote {len(names)} classes x {args.per_class} images ({args.size}px RGBA PNG) to {out}: {', '.join(names)}")
 
 

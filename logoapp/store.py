@@ -8,6 +8,7 @@ import platform
 import re
 import shutil
 import tempfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -58,7 +59,7 @@ def save(model: nn.Module, meta: dict, out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    blob_path = out / ".weights.pending"
+    blob_path = out / f".weights.{os.getpid()}.{threading.get_ident()}.pending"  # unique: concurrent saves don't collide
     _atomic_write(blob_path, lambda f: torch.save(state, f))
     digest = hashlib.sha256(blob_path.read_bytes()).hexdigest()
     weights = f"weights-{digest[:16]}.pt"

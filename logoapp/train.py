@@ -157,7 +157,7 @@ class Events(Callback):
     def after_epoch(self):
         vals = self.recorder.values[-1] if self.recorder.values else []
         names = [n for n in self.recorder.metric_names[1:-1]]
-        rec = dict(zip(names, vals))
+        rec = {k: (float("nan") if v is None else v) for k, v in zip(names, vals)}  # None: no validation split
         e = {"type": "epoch", "epoch": len(self.epochs), "n_epoch": self.total,
              "train_loss": float(rec.get("train_loss", float("nan"))),
              "valid_loss": float(rec.get("valid_loss", float("nan"))),
@@ -197,7 +197,7 @@ def lr_find(ds, cfg: TrainConfig) -> dict:
     """fastai's learning-rate finder: the suggested rate and the (lr, loss) curve."""
     cfg = cfg.resolved()
     learn, _ = make_learner(ds, cfg)
-    n = max(10, min(100, len(learn.dls.train) * 3))
+    n = max(40, min(100, len(learn.dls.train) * 3))  # fastai repeats epochs as needed: small sets still get a curve
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sug = learn.lr_find(num_it=n, show_plot=False)
