@@ -72,6 +72,7 @@ def _open(src) -> Image.Image:
         raise ImageError(f"file too large ({size / 2**20:.0f} MB > {MAX_BYTES // 2**20} MB)")
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # corrupt-EXIF and similar notes are not the user's problem
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(fp)
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
