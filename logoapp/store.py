@@ -21,7 +21,9 @@ from .config import models_dir
 
 FORMAT = 1
 REQUIRED = ("arch", "vocab", "size", "data_size", "channels", "weights", "sha256")
-MAX_ZIP_BYTES = 512 * 2**20
+MAX_ZIP_BYTES = 512 * 2**20   # unpacked size of an imported model zip
+MAX_ZIP_MEMBERS = 16           # a model zip holds model.json and one weights file
+MAX_JSON_BYTES = 2**20         # model.json is a few KB
 
 
 class ModelError(ValueError):
@@ -200,10 +202,14 @@ def import_zip(zpath: str | Path, folder: str | Path | None = None, name: str | 
         raise ModelError(f"not a model zip: {e}") from None
     with z, tempfile.TemporaryDirectory(prefix="logoapp-import-") as tmp:
         infos = {i.filename: i for i in z.infolist()}
+        if len(infos) > MAX_ZIP_MEMBERS:
+            raise ModelError(f"not a model zip: {len(infos)} members (a model zip holds model.json and its weights)")
         if "model.json" not in infos:
             raise ModelError("not a model zip: model.json is missing")
         if sum(i.file_size for i in infos.values()) > MAX_ZIP_BYTES:
             raise ModelError(f"model zip too large when unpacked (> {MAX_ZIP_BYTES // 2**20} MB)")
+        if infos["model.json"].file_size > MAX_JSON_BYTES:
+            raise ModelError("not a model zip: model.json is too large")
         (Path(tmp) / "model.json").write_bytes(z.read("model.json"))
         try:
             m = read_meta(tmp)
@@ -216,8 +222,14 @@ def import_zip(zpath: str | Path, folder: str | Path | None = None, name: str | 
             load(tmp)
         except ModelError as e:
             raise ModelError(str(e).replace(tmp, "the zip")) from None
-        dest = unique_dir(folder, name or m.get("name") or zpath.stem)
-        dest.mkdir(parents=True)
+        stem = name if isinstance(name, str) and name else str(m.get("name") or zpath.stem)
+        while True:  # unique_dir + mkdir can race with another import of the same name: retry
+            dest = unique_dir(folder, stem)
+            try:
+                dest.mkdir(parents=True)
+                break
+            except FileExistsError:
+                continue
         for f in ("model.json", m["weights"]):
             shutil.copy2(Path(tmp) / f, dest / f)
     return dest

@@ -22,6 +22,7 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import zipfile  # noqa: E402
+import zlib  # noqa: E402
 from pathlib import Path, PurePosixPath  # noqa: E402
 
 import gradio as gr  # noqa: E402
@@ -32,7 +33,7 @@ import torch  # noqa: E402
 from . import __version__, evaluate, ideal, models, plots, store  # noqa: E402
 from . import data as datamod  # noqa: E402  (build_app's `data` argument is a path)
 from .config import Settings, models_dir as default_models_dir  # noqa: E402
-from .images import ImageError, header  # noqa: E402
+from .images import IMAGE_EXTS, ImageError, header  # noqa: E402
 from .predict import Predictor  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -40,6 +41,8 @@ PAGE = 30                       # thumbnails per gallery page (3 rows of 10)
 PATCH = 5                       # side of the pixel-value table
 MAX_ZIP_FILES = 50_000          # an upload with more members than this is refused before anything is written
 MAX_ZIP_BYTES = 2 * 2**30       # unpacked size cap for an uploaded dataset zip
+ZIP_ENTRY_BYTES = 1024          # central-directory bytes allowed per member (a real entry is 46 bytes + its name)
+MAX_MODEL_ZIP_FILES = 16        # an exported model zip holds 2 members (model.json, weights); refuse junk early
 BASE = "@baseline-"             # model-picker values of the pixel baselines ('@' never appears in a saved model's name)
 START = "the app's start-up data"  # a Data-tab choice when --data was given but server folders are off
 CELL_MAX = 30                   # images shown for one confusion-matrix cell
@@ -210,12 +213,40 @@ class Registry:
 
 # ============================================================================================= helpers
 
-def extract_zip(zpath: str | Path, dest: str | Path) -> Path:
+def _size(n: int) -> str:
+    return f"{n / 2**30:.0f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB" if n >= 2**20 else f"{n:,} bytes"
+
+
+def zip_directory(zpath: str | Path) -> tuple[int, int]:
+    """(members, central-directory bytes) as the zip's end record declares them, read *before* zipfile parses the
+    directory: a 2 GB upload of empty members would otherwise build millions of ZipInfo objects (GBs of memory)
+    before any count could be checked. Raises ValueError for a file that is not a zip."""
+    try:
+        with open(zpath, "rb") as f:
+            end = zipfile._EndRecData(f)  # private but unchanged since Python 2.6; handles comments and zip64
+    except OSError as e:  # also a file shorter than the 22-byte end record
+        raise ValueError(f"not a zip file ({e.strerror or e})") from None
+    if not end:
+        raise ValueError("not a zip file")
+    return int(end[zipfile._ECD_ENTRIES_TOTAL]), int(end[zipfile._ECD_SIZE])
+
+
+def extract_zip(zpath: str | Path, dest: str | Path, skipped: list | None = None) -> Path:
     """Unpack an uploaded dataset zip safely into dest and return the folder holding the class folders.
 
-    Refuses absolute paths, '..' members, too many members and too many bytes (counted while writing,
-    not trusted from the header); skips symlinks and macOS metadata."""
+    Refuses absolute paths, '..' members, too many members (checked from the end record before the directory is
+    parsed) and too many bytes (declared, and counted while writing); skips symlinks and non-image members, adding
+    (member, reason) to `skipped`, and macOS metadata silently. Any read error becomes a DataError."""
     dest = Path(dest).resolve()
+    dest.mkdir(parents=True, exist_ok=True)
+    skipped = [] if skipped is None else skipped
+    try:
+        n, dir_bytes = zip_directory(zpath)
+    except ValueError as e:
+        raise datamod.DataError(str(e)) from None
+    if n > MAX_ZIP_FILES or dir_bytes > MAX_ZIP_FILES * ZIP_ENTRY_BYTES:
+        raise datamod.DataError(f"zip has {n:,} files ({_size(dir_bytes)} of file names); the limit is "
+                                f"{MAX_ZIP_FILES:,} files")
     try:
         z = zipfile.ZipFile(zpath)
     except (zipfile.BadZipFile, OSError) as e:
@@ -225,25 +256,40 @@ def extract_zip(zpath: str | Path, dest: str | Path) -> Path:
         if len(infos) > MAX_ZIP_FILES:
             raise datamod.DataError(f"zip has {len(infos):,} files; the limit is {MAX_ZIP_FILES:,}")
         if sum(i.file_size for i in infos) > MAX_ZIP_BYTES:
-            raise datamod.DataError(f"zip unpacks to more than {MAX_ZIP_BYTES // 2**30} GB")
-        written = 0
+            raise datamod.DataError(f"zip unpacks to more than {_size(MAX_ZIP_BYTES)}")
+        todo = []  # every name is checked before the first byte is written: a refused zip leaves dest empty
         for i in infos:
             name = i.filename.replace("\\", "/")
             parts = PurePosixPath(name).parts
             if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
                 raise datamod.DataError(f"unsafe path in zip: {name!r} (absolute or '..' paths are refused)")
-            if stat.S_ISLNK(i.external_attr >> 16) or not parts or parts[0] == "__MACOSX":
+            if not parts or parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts):
+                continue  # macOS resource forks, .DS_Store and other hidden files: noise, not data
+            if stat.S_ISLNK(i.external_attr >> 16):  # written as a file it would hold the link's target path
+                skipped.append((name, "a symbolic link (links in uploaded zips are never followed)"))
+                continue
+            ext = PurePosixPath(name).suffix.lower()
+            if ext not in IMAGE_EXTS:  # never written: a zip of one huge .bin or .exe costs no disk
+                skipped.append((name, "an SVG (vector) image; convert it to PNG first" if ext == ".svg"
+                                else f"not an image file type ({ext or 'no extension'})"))
                 continue
             target = dest.joinpath(*parts)
             if not target.resolve().is_relative_to(dest):
                 raise datamod.DataError(f"unsafe path in zip: {name!r}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with z.open(i) as src, open(target, "wb") as dst:
-                while chunk := src.read(1 << 20):
-                    written += len(chunk)
-                    if written > MAX_ZIP_BYTES:
-                        raise datamod.DataError(f"zip unpacks to more than {MAX_ZIP_BYTES // 2**30} GB")
-                    dst.write(chunk)
+            todo.append((i, name, target))
+        written = 0
+        for i, name, target in todo:
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with z.open(i) as src, open(target, "wb") as dst:
+                    while chunk := src.read(1 << 20):
+                        written += len(chunk)
+                        if written > MAX_ZIP_BYTES:  # zipfile also stops at each declared size; belt and braces
+                            raise datamod.DataError(f"zip unpacks to more than {_size(MAX_ZIP_BYTES)}")
+                        dst.write(chunk)
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError) as e:
+                # a bad CRC, an encrypted or oddly compressed member, a name the file system refuses
+                raise datamod.DataError(f"cannot unpack {name!r} from the zip: {e}") from None
     root = dest
     for _ in range(3):  # a zip of one folder holding the class folders: use that folder
         entries = [p for p in root.iterdir() if not p.name.startswith(".")]
@@ -769,8 +815,18 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
                     if not zpath:
                         raise gr.Error("Upload a .zip of class folders first.")
                     tmp = tempfile.mkdtemp(prefix="logoapp-zip-")
-                    root = extract_zip(zpath, tmp)
-                    ds, name = datamod.open_dataset(root, **kw), f"uploaded {_fname(zpath)}"
+                    skipped = []
+                    root = extract_zip(zpath, tmp, skipped)
+                    try:  # cache=False: the unpacked folder is temporary, so a cache entry would never be read
+                        # again, and an uploader's images must not outlive their session on the server's disk
+                        ds = datamod.open_dataset(root, cache=False, **kw)
+                    except datamod.DataError as e:
+                        if skipped:
+                            raise datamod.DataError(f"{e}; {len(skipped)} zip member(s) skipped, first: "
+                                                    f"{skipped[0][0]}: {skipped[0][1]}") from None
+                        raise
+                    ds.bad += [datamod.BadFile(f"(zip) {m}", why) for m, why in skipped]  # shown in 'Files left out'
+                    name = f"uploaded {_fname(zpath)}"
                 elif choice == "folder on the server":
                     if not allow_folders:
                         raise gr.Error("Reading server folders is switched off for this app.")
@@ -788,6 +844,10 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
                 if tmp:
                     shutil.rmtree(tmp, ignore_errors=True)
                 raise gr.Error(str(e)) from None
+            except BaseException:  # any other failure must not leave an unpacked upload behind either
+                if tmp:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                raise
             s.use(DataCtx(ds, name, tmp) if ds is not None else None)
             progress(0.9, desc="computing the ideal images")
             return refresh_all(s)
@@ -1090,10 +1150,20 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
             zpath = zip_file
             if not zpath:
                 return gr.skip(), gr.skip(), gr.skip()
-            try:
+            try:  # count members from the end record first: zipfile would parse a huge directory before any check
+                n, dir_bytes = zip_directory(zpath)
+            except ValueError as e:
+                raise gr.Error(f"Not a model zip: {e}.") from None
+            if n > MAX_MODEL_ZIP_FILES or dir_bytes > MAX_MODEL_ZIP_FILES * ZIP_ENTRY_BYTES:
+                raise gr.Error(f"Not a model zip: it has {n:,} files; a model zip from logoapp holds model.json and "
+                               f"one weights file (at most {MAX_MODEL_ZIP_FILES} files are accepted).")
+            try:  # store.import_zip checks sizes, the checksum, and loads the weights with weights_only=True
                 dest = store.import_zip(zpath, folder)
             except store.ModelError as e:
                 raise gr.Error(str(e)) from None
+            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, TypeError) as e:
+                # a corrupt member (bad CRC), an encrypted one, a model.json nested too deep, a non-text name...
+                raise gr.Error(f"Not a usable model zip ({type(e).__name__}: {str(e)[:200]}).") from None
             m = store.read_meta(dest)
             choices = reg.choices(ctx_of(s))
             return (f"Imported **{dest.name}** ({m['arch']}, {len(m['vocab'])} classes) into `{folder}`.",
@@ -1140,6 +1210,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="require this login (env LOGOAPP_AUTH); use it whenever the app is reachable by others")
     p.add_argument("--allow-folders", action="store_true",
                    help="let users load server folders by path even when serving beyond this computer")
+    p.add_argument("--max-file-size", default=env("LOGOAPP_MAX_FILE_SIZE"),
+                   help="largest upload accepted, e.g. 20mb (env LOGOAPP_MAX_FILE_SIZE); default 64mb with --demo, "
+                        "else 2gb (dataset zips)")
     return p.parse_args(argv)
 
 
@@ -1165,8 +1238,9 @@ def main(argv=None) -> None:
     app.queue(default_concurrency_limit=2).launch(
         server_name=args.host, server_port=args.port, share=share, auth=auth,
         auth_message="logoapp: log in to continue" if auth else None, theme=theme(), css=CSS, show_error=True,
-        max_file_size="64mb" if args.demo else "2gb", footer_links=["api", "settings"], quiet=True,
-        prevent_thread_lock=True)
+        max_file_size=args.max_file_size or ("64mb" if args.demo else "2gb"), footer_links=["api", "settings"],
+        quiet=True, prevent_thread_lock=True,
+        enable_monitoring=False)  # Gradio's /monitoring/summary would show every visitor what the others ran
     where = app.local_url + (f" and {app.share_url}" if app.share_url else "")
     print(f"* Running on local URL:  {app.local_url}\nlogoapp: open {where} in a browser"
           + (" (login required)" if auth else "") + "; Ctrl+C stops it", flush=True)

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # gradio_client reports usage unless told not to
 
 
 def make_image(k: int, i: int, size: int = 32, mode: str = "RGBA") -> Image.Image:

@@ -45,7 +45,7 @@ def test_help_documents_every_flag():
 
 @pytest.mark.slow
 def test_predict_endpoint_gives_the_right_class(server):
-    client = Client(server.url, verbose=False)
+    client = Client(server.url, verbose=False, analytics_enabled=False)
     assert {"/predict", "/train", "/stop", "/evaluate"} <= endpoints(client)
     out = client.predict(handle_file(str(EXAMPLE)), api_name="/predict")
     assert out["label"] == "millbrook-city", out
@@ -55,7 +55,7 @@ def test_predict_endpoint_gives_the_right_class(server):
 
 @pytest.mark.slow
 def test_training_streams_updates_and_saves_a_model(server, models_dir):
-    client = Client(server.url, verbose=False)
+    client = Client(server.url, verbose=False, analytics_enabled=False)
     job = client.submit("cnn", 1, 0.005, 64, 32, True, 0, api_name="/train")
     seen = [out for out in job]          # iterating waits for each streamed update
     outputs = job.outputs()
@@ -87,10 +87,10 @@ def test_demo_mode_exposes_predict_only_and_auth_is_enforced(tmp_path, monkeypat
             urllib.request.urlopen(s.url + "config", timeout=10)
         assert e.value.code in (401, 403)
         with pytest.raises(Exception):
-            Client(s.url, verbose=False)
+            Client(s.url, verbose=False, analytics_enabled=False)
         with pytest.raises(Exception):
-            Client(s.url, auth=("ada", "wrong"), verbose=False)
-        client = Client(s.url, auth=("ada", "lovelace"), verbose=False)
+            Client(s.url, auth=("ada", "wrong"), verbose=False, analytics_enabled=False)
+        client = Client(s.url, auth=("ada", "lovelace"), verbose=False, analytics_enabled=False)
         api = client.view_api(print_info=False, return_format="dict")
         assert set(api["named_endpoints"]) == {"/predict"}, api["named_endpoints"].keys()
         assert not api["unnamed_endpoints"]
