@@ -1189,15 +1189,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     env = os.environ.get
     p = argparse.ArgumentParser(
         prog="app.py", description="logoapp: build an image classifier from a folder of pictures and understand it "
-                                   "(a Gradio web app; open the printed URL in a browser).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                   "(a Gradio web app; open the printed URL in a browser).")
     p.add_argument("--data", default=env("LOGOAPP_DATA"),
                    help="folder of images, one sub-folder per class (or train/ and valid/); default: the embedded "
                         "crest set (env LOGOAPP_DATA)")
     p.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"),
-                   help="address to listen on; 0.0.0.0 serves your whole network (env GRADIO_SERVER_NAME)")
+                   help="address to listen on (default 127.0.0.1, this computer only); 0.0.0.0 serves your whole "
+                        "network (env GRADIO_SERVER_NAME)")
     p.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")),
-                   help="port to listen on (env GRADIO_SERVER_PORT)")
+                   help="port to listen on (default 7860; env GRADIO_SERVER_PORT)")
     p.add_argument("--models", default=None, help="folder for trained models (env LOGOAPP_MODELS, else ./models)")
     p.add_argument("--size", type=int, default=None, help="stored image size for the data, in pixels (default 140)")
     p.add_argument("--share", action="store_true",
