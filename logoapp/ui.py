@@ -1235,12 +1235,17 @@ def main(argv=None) -> None:
         else:
             print("logoapp: could not create a public link (no connection to gradio.app); serving locally only",
                   file=sys.stderr, flush=True)
-    app.queue(default_concurrency_limit=2).launch(
-        server_name=args.host, server_port=args.port, share=share, auth=auth,
-        auth_message="logoapp: log in to continue" if auth else None, theme=theme(), css=CSS, show_error=True,
-        max_file_size=args.max_file_size or ("64mb" if args.demo else "2gb"), footer_links=["api", "settings"],
-        quiet=True, prevent_thread_lock=True,
-        enable_monitoring=False)  # Gradio's /monitoring/summary would show every visitor what the others ran
+    try:
+        app.queue(default_concurrency_limit=2).launch(
+            server_name=args.host, server_port=args.port, share=share, auth=auth,
+            auth_message="logoapp: log in to continue" if auth else None, theme=theme(), css=CSS, show_error=True,
+            max_file_size=args.max_file_size or ("64mb" if args.demo else "2gb"), footer_links=["api", "settings"],
+            quiet=True, prevent_thread_lock=True,
+            enable_monitoring=False)  # Gradio's /monitoring/summary would show every visitor what the others ran
+    except OSError as e:  # most often: the port is taken by another app (or another logoapp)
+        print(f"logoapp: error: cannot serve on {args.host}:{args.port}: {str(e).split('. ')[0]}; "
+              f"try --port {args.port + 1}", file=sys.stderr)
+        sys.exit(1)
     where = app.local_url + (f" and {app.share_url}" if app.share_url else "")
     print(f"* Running on local URL:  {app.local_url}\nlogoapp: open {where} in a browser"
           + (" (login required)" if auth else "") + "; Ctrl+C stops it", flush=True)
