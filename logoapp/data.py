@@ -86,8 +86,8 @@ def _walk(top: Path):
     seen = set()
     top_real = os.path.realpath(top)
     for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen or (real != top_real and top_real.startswith(real.rstrip(os.sep) + os.sep)):  # a loop up
+        real = os.path.realpath(dirpath)  # a folder seen before, or a link back up to an ancestor, is a loop
+        if real in seen or (real != top_real and top_real.startswith(real.rstrip(os.sep) + os.sep)):
             dirnames[:] = []
             continue
         seen.add(real)
@@ -136,6 +136,8 @@ def _layout(root: Path, bad, notes) -> tuple[list[tuple[Path, str, int]], bool]:
             split = {"train": 0, "valid": 1, "test": 2 if has_valid else 1}[kind]
             for cls, files in _class_files(p, bad, notes).items():
                 rows += [(f, cls, split) for f in files]
+        bad += [BadFile(str(f), "image is not inside a class folder") for f in sorted(root.iterdir())
+                if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_EXTS]
         return rows, True
     rows = [(f, cls, -1) for cls, files in _class_files(root, bad, notes).items() for f in files]
     return rows, False
@@ -194,15 +196,17 @@ def _save_cache(key: str, meta: dict, images: np.ndarray) -> None:
         pass  # a read-only or full cache folder only costs speed
 
 
-def _decode_all(rows, size: int, channels: int, workers: int, progress) -> tuple[np.ndarray, list]:
-    """Decode every file into one preallocated uint8 array, in threads (Pillow releases the GIL)."""
+def _decode_all(rows, size: int, channels: int, workers: int, progress) -> tuple[np.ndarray, list, list]:
+    """Decode every file into one preallocated uint8 array, in threads; one open per file gives pixels and header."""
     images = np.empty((len(rows), size, size, channels), np.uint8)
-    errors = [None] * len(rows)
+    errors, infos = [None] * len(rows), [None] * len(rows)
     done, lock = [0], threading.Lock()
 
     def work(i):
+        info = {}
         try:
-            images[i] = decode(rows[i][0], size, channels)
+            images[i] = decode(rows[i][0], size, channels, info)
+            infos[i] = info
         except ImageError as e:
             errors[i] = str(e)
         except Exception as e:  # never let one file stop the dataset
@@ -218,7 +222,18 @@ def _decode_all(rows, size: int, channels: int, workers: int, progress) -> tuple
     else:
         for i in range(len(rows)):
             work(i)
-    return images, errors
+    return images, errors, infos
+
+
+def _channels(rows, n: int = 64) -> int:
+    """4 (RGBA) when most images have transparency (crests, logos), else 3; judged on up to n evenly spaced headers."""
+    votes = []
+    for f, _, _ in rows[::max(1, len(rows) // n)]:
+        try:
+            votes.append(header(f).alpha)
+        except Exception:  # a bad file gets its reason when it is decoded
+            pass
+    return 4 if votes and sum(votes) * 2 >= len(votes) else 3
 
 
 def open_dataset(path, size: int | None = None, valid_pct: float | None = None, seed: int | None = None,
@@ -253,36 +268,21 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
         items, classes, splits = m["items"], m["classes"], m["splits"]
         sizes, modes = [tuple(x) for x in m["sizes"]], m["modes"]
     else:
-        if progress:
-            progress(0, len(rows), "reading headers")
-        heads = []
-        for f, _, _ in rows:
-            try:
-                heads.append(header(f))
-            except ImageError as e:
-                heads.append(None)
-                bad.append(BadFile(str(f), str(e)))
-            except Exception as e:
-                heads.append(None)
-                bad.append(BadFile(str(f), f"unreadable image ({type(e).__name__})"))
-        ok = [i for i, h in enumerate(heads) if h is not None]
-        n_alpha = sum(heads[i].alpha for i in ok)
-        channels = 4 if ok and n_alpha * 2 >= len(ok) else 3  # mostly transparent images (crests) keep alpha
-        images, errors = _decode_all([rows[i] for i in ok], size, channels, workers, progress)
+        images, errors, infos = _decode_all(rows, size, _channels(rows), workers, progress)
         keep = []
-        for j, i in enumerate(ok):
-            if errors[j]:
-                bad.append(BadFile(str(rows[i][0]), errors[j]))
+        for i, err in enumerate(errors):
+            if err:
+                bad.append(BadFile(str(rows[i][0]), err))
             else:
-                if len(keep) != j:
-                    images[len(keep)] = images[j]  # compact in place: no second copy of the array
+                if len(keep) != i:
+                    images[len(keep)] = images[i]  # compact in place: no second copy of the array
                 keep.append(i)
         images = images[:len(keep)]
         items = [str(rows[i][0]) for i in keep]
         classes = [rows[i][1] for i in keep]
         splits = [rows[i][2] for i in keep]
-        sizes = [(heads[i].width, heads[i].height) for i in keep]
-        modes = [heads[i].mode for i in keep]
+        sizes = [(infos[i]["width"], infos[i]["height"]) for i in keep]
+        modes = [infos[i]["mode"] for i in keep]
         if cache and items:
             _save_cache(key, {"items": items, "classes": classes, "splits": splits, "sizes": sizes, "modes": modes,
                               "bad": [b.__dict__ for b in bad[n_layout_bad:]]}, images)

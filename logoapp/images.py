@@ -61,11 +61,10 @@ def _open(src) -> Image.Image:
         p = Path(src)
         try:
             size = p.stat().st_size
-            with open(p, "rb") as f:
-                head = f.read(512)
+            data = p.read_bytes() if 0 < size <= MAX_BYTES else b""  # one read; Pillow then parses from memory
         except OSError as e:
             raise ImageError(f"cannot read file: {e.strerror or e}") from None
-        fp = p
+        fp, head = io.BytesIO(data), data[:512]
     if size == 0:
         raise ImageError("empty file (0 bytes)")
     if size > MAX_BYTES:
@@ -126,9 +125,12 @@ def normalise_mode(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
-def decode(src, size: int, channels: int = 4) -> np.ndarray:
-    """Decode, apply EXIF rotation, normalise the mode and squish to size x size -> (size, size, channels) uint8."""
+def decode(src, size: int, channels: int = 4, info: dict | None = None) -> np.ndarray:
+    """Decode, apply EXIF rotation, normalise the mode and squish to size x size -> (size, size, channels) uint8.
+    info, when given, receives the file's own width, height, mode, format and alpha (one open per file)."""
     img = _open(src)
+    if info is not None:
+        info.update(width=img.width, height=img.height, mode=img.mode, format=img.format or "", alpha=_has_alpha(img))
     try:
         if img.format == "JPEG":
             img.draft("RGB", (size * 2, size * 2))  # decode big JPEGs at reduced scale: much faster, same result

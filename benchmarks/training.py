@@ -1,0 +1,130 @@
+"""Training: logoapp's fastai path vs a bare PyTorch loop, the model ladder, and time to 98% accuracy."""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from logoapp import ideal
+from logoapp import models as M
+from logoapp import train as T
+from logoapp.train import TrainConfig
+
+from .common import figure, log, median, paired, ratio
+
+
+class BareLoop:
+    """The reference: the model as make_learner prepares it (build + channels-last), the same TensorLoader over the
+    same uint8 tensors, Adam + cross-entropy, one step per call; nothing else."""
+
+    def __init__(self, ds, bs: int):
+        cfg = TrainConfig("cnn", epochs=1, bs=bs).resolved()
+        T.seed_everything(cfg.seed)
+        mean, std = T.channel_stats(ds, seed=cfg.seed)
+        aug = M.default_aug(ds.channels, cfg.aug)
+        model, info = M.build("cnn", ds.channels, ds.c, ds.size, cfg.size, mean, std, aug)
+        self.model = model.to(memory_format=torch.channels_last).train()
+        self.batches = iter(T.dataloaders(ds, bs, cfg.seed, torch.device("cpu"), info["size"]).train)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+
+    def step(self) -> None:
+        xb, yb = next(self.batches)
+        loss = F.cross_entropy(self.model(xb), yb)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+
+
+def lockstep(ds, bs: int) -> tuple[list[float], list[float]]:
+    """One epoch of `logoapp.train.fit` (Learner, callbacks, events) with one bare-loop step run inside each batch
+    event, so the two alternate step by step and see the same machine load. Returns per-step seconds of each side
+    (steps 1..n-1: the first, warm-up step of each is left out); logoapp's exclude the bare step run between them."""
+    bare = BareLoop(ds, bs)
+    stamps, inside = [], []
+
+    def emit(e):
+        if e["type"] != "batch":
+            return
+        t = time.perf_counter()
+        stamps.append(e["elapsed"])
+        bare.step()
+        inside.append(time.perf_counter() - t)
+
+    every = T.MAX_UPDATES_PER_S
+    T.MAX_UPDATES_PER_S = float("inf")  # an event after every batch (more work on logoapp's side, not less)
+    try:
+        T.fit(ds, TrainConfig("cnn", epochs=1, bs=bs), emit)
+    finally:
+        T.MAX_UPDATES_PER_S = every
+    ours = [stamps[k] - stamps[k - 1] - inside[k - 1] for k in range(1, len(stamps))]
+    return ours, inside[1:]
+
+
+def throughput(ds, bs: int, rounds: int) -> dict:
+    """Images/s of training steps, logoapp vs bare loop in lockstep; median step times over all rounds."""
+    log(f"training throughput: {rounds} lockstep epoch(s) of logoapp's cnn fit and the bare loop, bs {bs}")
+    ours, bare = [], []
+    for _ in range(rounds):
+        a, b = lockstep(ds, bs)
+        ours += a
+        bare += b
+    a, b = bs / median(ours), bs / median(bare)
+    return figure(
+        "training throughput (cnn)", a, "img/s", b, "img/s (bare PyTorch loop)", paired(bare, ours), ">=", 0.9,
+        f"{len(ours)} optimizer steps each ({rounds} epoch(s) of {len(ours) // rounds + 1} steps of bs {bs}, the "
+        "first left out), taking turns step by step: one bare-loop step runs inside each logoapp batch event "
+        "(and is subtracted from logoapp's time); a step is batch to batch, data loading included. Value and "
+        "reference: bs / median step time; ratio: median of the per-step paired ratios",
+        samples={"logoapp_ms": [round(x * 1000, 1) for x in ours], "bare_ms": [round(x * 1000, 1) for x in bare]},
+        ratio_of_totals=ratio(sum(bare), sum(ours)))
+
+
+def ladder(ds, quick: bool) -> tuple[list[dict], dict, dict | None]:
+    """Pixel baseline, linear, mlp, cnn (and resnet18 in full mode) at their defaults on ds.
+    Returns (rows, figures by name, the cnn run's epoch events and seconds)."""
+    rows, cnn = [], None
+    log("ladder: pixel baseline")
+    t = time.perf_counter()
+    b = ideal.baseline(ds)
+    rows.append({"model": "pixel", "accuracy": b["accuracy"], "seconds": time.perf_counter() - t,
+                 "n_params": int(b["model"].means.numel()), "epochs": 0})
+    for name in ["linear", "mlp", "cnn"] + ([] if quick else ["resnet18"]):
+        cfg = TrainConfig(name, epochs=1 if quick else None)
+        log(f"ladder: {name} ({cfg.resolved().epochs} epoch(s))")
+        events = []
+        done = T.fit(ds, cfg, events.append)
+        rows.append({"model": name, "accuracy": done["accuracy"], "seconds": done["seconds"],
+                     "n_params": done["n_params"], "epochs": len(done["history"]), "pretrained": done["pretrained"]})
+        if name == "cnn":
+            cnn = {"epochs": [e for e in events if e["type"] == "epoch"], "seconds": done["seconds"]}
+    chance = 1 / ds.c
+    figs = {}
+    for row in rows:
+        pixel = row["model"] == "pixel"
+        ref, ref_name = (chance, "chance") if pixel else (rows[0]["accuracy"], "pixel baseline")
+        what = ("class means of the training split, nearest mean by L1 distance" if pixel else
+                f"{row['epochs']} epoch(s), {'quick: 1 epoch' if quick else 'default settings'}")
+        figs[f"ladder_{row['model']}"] = figure(
+            f"ladder: {row['model']} accuracy", row["accuracy"], "accuracy", ref, f"accuracy ({ref_name})",
+            ratio(row["accuracy"], ref), ">=", 1.0,
+            f"valid accuracy ({what}) vs the {ref_name}; {row['seconds']:.1f} s, {row['n_params']:,} "
+            f"{'values in the class means' if pixel else 'parameters'}",
+            seconds=row["seconds"], n_params=row["n_params"], epochs=row["epochs"])
+    return rows, figs, cnn
+
+
+def time_to(cnn: dict | None, target: float = 0.98) -> dict:
+    """Seconds of the default cnn run until an epoch's valid accuracy reaches target, vs the whole run."""
+    if not cnn:
+        return figure(f"time to {target:.0%} (cnn)", None, "s", None, "s (whole default run)", None, "<=", 1.0,
+                      "cnn rung was not run")
+    hit = next((e for e in cnn["epochs"] if e["accuracy"] >= target), None)
+    best = max((e["accuracy"] for e in cnn["epochs"]), default=float("nan"))
+    value = hit["elapsed"] if hit else None
+    return figure(f"time to {target:.0%} (cnn)", value, "s", cnn["seconds"], "s (whole default run)",
+                  ratio(value, cnn["seconds"]), "<=", 1.0,
+                  (f"reached after epoch {hit['epoch'] + 1} of {len(cnn['epochs'])}" if hit else
+                   f"not reached in {len(cnn['epochs'])} epoch(s) (best {best:.1%})") +
+                  "; elapsed from the epoch events of the ladder's cnn run",
+                  reached=hit is not None, best_accuracy=best)
