@@ -146,13 +146,8 @@ def decode(src, size: int, channels: int = 4, info: dict | None = None) -> np.nd
         if "truncated" in msg or isinstance(e, (OSError, SyntaxError, EOFError)):
             raise ImageError(f"truncated or corrupt image ({msg})") from None
         raise ImageError(f"cannot decode image ({msg})") from None
-    if img.size != (size, size):
-        premul = img.mode == "RGBA"
-        if premul:
-            img = img.convert("RGBa")  # resize premultiplied so transparent pixels don't bleed colour
+    if img.size != (size, size):  # Pillow resizes RGBA premultiplied: transparent pixels don't bleed colour
         img = img.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
-        if premul:
-            img = img.convert("RGBA")
     return to_channels(np.asarray(img), channels)
 
 
