@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,7 +16,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHROMIUM = os.environ.get("LOGOAPP_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
-SHOTS = ROOT / "assets"
+# screenshots go to a temp folder; LOGOAPP_SCREENSHOTS=assets refreshes the README's pictures
+SHOTS = Path(os.environ.get("LOGOAPP_SCREENSHOTS") or Path(tempfile.gettempdir()) / "logoapp-screenshots")
 TABS = {"data": "1 · Data", "ideal": "2 · Ideal images", "train": "3 · Train", "evaluate": "4 · Evaluate",
         "predict": "5 · Predict"}
 
@@ -72,6 +74,7 @@ def shot(pg, name: str) -> None:
     idle(pg)
     pg.mouse.move(1, 1)              # no hover highlight on the last button clicked
     pg.wait_for_timeout(600)
+    SHOTS.mkdir(parents=True, exist_ok=True)
     pg.screenshot(path=str(SHOTS / f"screenshot-{name}.png"), full_page=True)
 
 
