@@ -226,7 +226,7 @@ def per_class_table(per_class: dict[str, float], counts: dict[str, int] | None =
 # ---------------------------------------------------------------------------------------------- training
 
 def loss_curves(batches: list[tuple[float, float]], epochs: list[tuple[float, float]], n_epoch: int | None = None) -> Figure:
-    """Training loss over recent batches and validation loss per epoch, against (fractional) epochs."""
+    """Smoothed training loss and validation loss per epoch, against (fractional) epochs."""
     fig = _fig(5.6, 3.2)
     ax = fig.add_subplot()
     if batches:
@@ -248,12 +248,12 @@ def loss_curves(batches: list[tuple[float, float]], epochs: list[tuple[float, fl
 
 
 def accuracy_curve(batches: list[tuple[float, float]], epochs: list[tuple[float, float]], n_epoch: int | None = None) -> Figure:
-    """Training accuracy over recent batches and validation accuracy per epoch."""
+    """Smoothed training accuracy and validation accuracy per epoch."""
     fig = _fig(5.6, 3.2)
     ax = fig.add_subplot()
     if batches:
         x, y = zip(*batches)
-        ax.plot(x, np.asarray(y) * 100, color=TRAIN_C, lw=1.4, alpha=0.8, label="train (recent batches)")
+        ax.plot(x, np.asarray(y) * 100, color=TRAIN_C, lw=1.4, alpha=0.8, label="train (smoothed)")
     if epochs:
         x, y = zip(*epochs)
         ax.plot(x, np.asarray(y) * 100, "o-", color=ACC_C, lw=1.8, ms=5, label="valid")
