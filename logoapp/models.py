@@ -5,6 +5,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -171,15 +172,13 @@ def build(name: str, channels: int, n_out: int, data_size: int, size: int | None
 
 
 @torch.inference_mode()
-def resize_images(images, size: int, bs: int = 512):
-    """(N, H, W, C) uint8 -> (N, size, size, C) uint8 with the models' own resize, so training can skip it per batch."""
-    import numpy as np
-    if images.shape[1] == size:
-        return images
+def resize_images(images: np.ndarray, size: int, idx: np.ndarray, bs: int = 512) -> np.ndarray:
+    """images[idx] resized to (len(idx), size, size, C) uint8 with the models' own resize, gathered a block at a
+    time (no full-size copy), so training can skip the resize per batch."""
     prep = Prep(images.shape[3], size)
-    out = np.empty((len(images), size, size, images.shape[3]), np.uint8)
-    for i in range(0, len(images), bs):
-        x = prep.resize(torch.from_numpy(np.ascontiguousarray(images[i:i + bs])))
+    out = np.empty((len(idx), size, size, images.shape[3]), np.uint8)
+    for i in range(0, len(idx), bs):
+        x = prep.resize(torch.from_numpy(images[idx[i:i + bs]]))
         out[i:i + bs] = x.mul(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return out
 

@@ -86,13 +86,11 @@ class TensorLoader:
 def dataloaders(ds, bs: int, seed: int, device, size: int | None = None) -> DataLoaders:
     """Train (shuffled, by seed) and valid loaders; images resized once to the model's size when it differs."""
     tr, va = ds.idx("train"), ds.idx("valid")
-    keep = np.concatenate([tr, va])
-    images = M.resize_images(ds.images[keep], size) if size and size != ds.size else ds.images
-    if images is not ds.images:
+    images, labels = ds.images, ds.labels
+    if size and size != ds.size:  # only train and valid images, resized: tr and va become positions in them
+        keep = np.concatenate([tr, va])
+        images, labels = M.resize_images(ds.images, size, keep), ds.labels[keep]
         tr, va = np.arange(len(tr)), np.arange(len(tr), len(keep))
-        labels = ds.labels[keep]
-    else:
-        labels = ds.labels
     train = TensorLoader(images, labels, tr, bs, shuffle=True, seed=seed, drop_last=True, device=device)
     valid = TensorLoader(images, labels, va, bs * 2, device=device)
     return DataLoaders(train, valid, device=device)
