@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,10 +60,10 @@ def _open(src) -> Image.Image:
         fp = io.BytesIO(data)
         size, head = len(data), data[:512]
     else:
-        p = Path(src)
         try:
-            size = p.stat().st_size
-            data = p.read_bytes() if 0 < size <= MAX_BYTES else b""  # one read; Pillow then parses from memory
+            with open(Path(src), "rb") as f:  # one open and one read; Pillow then parses from memory
+                size = os.fstat(f.fileno()).st_size
+                data = f.read() if 0 < size <= MAX_BYTES else b""
         except OSError as e:
             raise ImageError(f"cannot read file: {e.strerror or e}") from None
         fp, head = io.BytesIO(data), data[:512]
@@ -137,7 +139,10 @@ def decode(src, size: int, channels: int = 4, info: dict | None = None) -> np.nd
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # EXIF and palette warnings are not the user's problem
             img.load()
-            img = ImageOps.exif_transpose(img)
+            if img is src:  # the caller's own image: never turned in place
+                img = ImageOps.exif_transpose(img)
+            else:  # in place: no copy when there is nothing to turn
+                ImageOps.exif_transpose(img, in_place=True)
             img = normalise_mode(img)
     except ImageError:
         raise
@@ -146,9 +151,45 @@ def decode(src, size: int, channels: int = 4, info: dict | None = None) -> np.nd
         if "truncated" in msg or isinstance(e, (OSError, SyntaxError, EOFError)):
             raise ImageError(f"truncated or corrupt image ({msg})") from None
         raise ImageError(f"cannot decode image ({msg})") from None
-    if img.size != (size, size):  # Pillow resizes RGBA premultiplied: transparent pixels don't bleed colour
-        img = img.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
-    return to_channels(np.asarray(img), channels)
+    return to_channels(resize(np.asarray(img), size), channels)
+
+
+def resize(a: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3|4) uint8 -> (size, size, C) uint8: squished, antialiased bilinear (Pillow's BILINEAR filter, run
+    run by torch's SIMD uint8 kernel: 1.5-2x faster than Pillow's resize on a 2-core CPU). RGBA is resized premultiplied, so the colour of
+    transparent pixels does not bleed into the edges; the result is then un-premultiplied."""
+    if a.shape[:2] == (size, size):
+        return a
+    import torch
+    import torch.nn.functional as F
+    rgba = a.shape[-1] == 4
+    translucent = rgba and a[..., 3].min() < 255
+    src = _premultiply(a) if translucent else np.require(a, requirements=["C", "W"])  # torch wants writable
+    with torch.inference_mode():
+        t = torch.from_numpy(src).permute(2, 0, 1)[None]  # a channels-last view: the uint8 fast path
+        out = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        out = out[0].permute(1, 2, 0).numpy()
+    return _unpremultiply(out) if translucent else np.ascontiguousarray(out)
+
+
+def _premultiply(a: np.ndarray) -> np.ndarray:
+    """RGBA -> premultiplied RGBa: rgb * alpha / 255, rounded exactly as Pillow does; red and blue share one
+    32-bit multiply (the usual 0x00FF00FF trick) on the whole image at once."""
+    if sys.byteorder != "little":
+        return np.array(Image.fromarray(a, "RGBA").convert("RGBa"))
+    x = np.ascontiguousarray(a).view(np.uint32)[..., 0]  # R | G << 8 | B << 16 | A << 24
+    al = x >> 24
+    rb = (x & 0x00FF00FF) * al + 0x00800080
+    rb = ((rb + ((rb >> 8) & 0x00FF00FF)) >> 8) & 0x00FF00FF
+    g = ((x >> 8) & 0xFF) * al + 0x80
+    g = ((g + (g >> 8)) >> 8) & 0xFF
+    return (rb | (g << 8) | (al << 24)).view(np.uint8).reshape(a.shape)
+
+
+def _unpremultiply(a: np.ndarray) -> np.ndarray:
+    """Premultiplied RGBa -> RGBA (Pillow's C conversion); fully transparent pixels keep rgb 0."""
+    h, w = a.shape[:2]
+    return np.asarray(Image.frombuffer("RGBa", (w, h), np.ascontiguousarray(a), "raw", "RGBa", 0, 1).convert("RGBA"))
 
 
 def to_channels(a: np.ndarray, channels: int) -> np.ndarray:

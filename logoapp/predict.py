@@ -1,7 +1,9 @@
 """Image(s) -> class probabilities, through the same pipeline training used; no DataLoader per call."""
 from __future__ import annotations
 
+import contextlib
 import copy
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,7 @@ from PIL import Image
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from . import store
+from .config import Settings
 from .images import ImageError, decode, to_channels
 
 
@@ -71,28 +74,46 @@ class Predictor:
         order = np.argsort(-p)[:top]
         return {self.vocab[i]: float(p[i]) for i in order}
 
-    def _prepare_run(self, srcs: list) -> tuple[list[int], list[np.ndarray], dict[int, str]]:
-        """Positions prepared, their arrays, and an error message per position that failed."""
+    def _prepare_one(self, src) -> np.ndarray | str:
+        try:
+            return self.prepare(src)
+        except ImageError as e:
+            return str(e)
+
+    def _prepare_run(self, srcs: list, pool=None) -> tuple[list[int], list[np.ndarray], dict[int, str]]:
+        """Positions prepared, their arrays, and an error message per position that failed (decoded in the pool's
+        threads when there is one: Pillow and the resize release the GIL for most of the work)."""
+        if pool is None:
+            done = [self._prepare_one(s) for s in srcs]
+        else:  # one contiguous share per thread: a future per image costs more than it saves
+            k = -(-len(srcs) // pool._max_workers)
+            done = [r for part in pool.map(lambda c: [self._prepare_one(s) for s in c],
+                                           [srcs[i:i + k] for i in range(0, len(srcs), k)]) for r in part]
         ok, xs, errors = [], [], {}
-        for j, s in enumerate(srcs):
-            try:
-                xs.append(self.prepare(s))
+        for j, r in enumerate(done):
+            if isinstance(r, str):
+                errors[j] = r
+            else:
                 ok.append(j)
-            except ImageError as e:
-                errors[j] = str(e)
+                xs.append(r)
         return ok, xs, errors
 
     def predict_many(self, srcs, bs: int = 64, top: int | None = None) -> list[dict]:
         """[{path, label, probs}] or [{path, error}] per input; one bad file never stops the rest.
         Decodes and predicts one batch at a time, so only one batch of images is ever held in memory."""
         srcs, out = list(srcs), []
-        for run in (srcs[i:i + bs] for i in range(0, len(srcs), bs)):
-            ok, xs, errors = self._prepare_run(run)
-            rows = [{"path": str(s) if not isinstance(s, (Image.Image, np.ndarray)) else None} for s in run]
-            for j, msg in errors.items():
-                rows[j] = {"path": str(run[j]), "error": msg}
-            for j, p in zip(ok, self.probs(np.stack(xs)) if xs else []):
-                order = np.argsort(-p)[:top]
-                rows[j].update(label=self.vocab[order[0]], probs={self.vocab[i]: float(p[i]) for i in order})
-            out += rows
+        workers = min(Settings().workers, len(srcs))
+        with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+            for run in (srcs[i:i + bs] for i in range(0, len(srcs), bs)):
+                out += self._predict_run(run, pool, top)
         return out
+
+    def _predict_run(self, run: list, pool, top: int | None) -> list[dict]:
+        ok, xs, errors = self._prepare_run(run, pool)
+        rows = [{"path": str(s) if not isinstance(s, (Image.Image, np.ndarray)) else None} for s in run]
+        for j, msg in errors.items():
+            rows[j] = {"path": str(run[j]), "error": msg}
+        for j, p in zip(ok, self.probs(np.stack(xs)) if xs else []):
+            order = np.argsort(-p)[:top]
+            rows[j].update(label=self.vocab[order[0]], probs={self.vocab[i]: float(p[i]) for i in order})
+        return rows

@@ -249,6 +249,15 @@ def test_exif_orientation_is_applied():
     assert np.abs(plain[:, :6].mean((0, 1)) - [0, 0, 255]).max() < 20  # without the tag: unrotated
 
 
+def test_exif_rotation_leaves_the_callers_image_alone():
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    img = Image.open(io.BytesIO(encode(img, "JPEG", exif=exif.tobytes())))
+    assert decode(img, 20, 3).shape == (20, 20, 3)
+    assert img.size == (40, 20) and img.getexif().get(0x0112) == 6
+
+
 def test_resize_does_not_bleed_colour_from_transparent_pixels():
     a = np.zeros((64, 64, 4), np.uint8)
     a[..., 1] = 255                    # invisible green everywhere
@@ -257,6 +266,37 @@ def test_resize_does_not_bleed_colour_from_transparent_pixels():
     visible = out[..., 3] > 0
     assert visible.any() and (out[..., 3] < 255).any()
     assert (out[visible][:, 1] <= 2).all()  # no green halo around the red
+
+
+@pytest.mark.parametrize("src, size", [(61, 24), (24, 61), (140, 64), (224, 140), (33, 33)])
+def test_resize_is_pillows_bilinear_filter(src, size):
+    """Opaque images: torch's uint8 kernel gives Pillow's antialiased BILINEAR, to within one level of rounding."""
+    a = np.asarray(noise(src, "RGB", seed=src))
+    ours = images.resize(np.ascontiguousarray(a), size).astype(int)
+    ref = np.asarray(Image.fromarray(a).resize((size, size), Image.BILINEAR)).astype(int)
+    assert ours.shape == (size, size, 3) and np.abs(ours - ref).max() <= 1
+
+
+def test_translucent_resize_matches_pillows_premultiplied_resize():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (90, 90, 4), dtype=np.uint8)
+    a[..., 3] = np.where(rng.random((90, 90)) < 0.4, 0, a[..., 3])  # holes of invisible colour
+    ours = images.resize(a, 40).astype(int)
+    ref = np.asarray(Image.fromarray(a, "RGBA").resize((40, 40), Image.BILINEAR)).astype(int)
+    assert np.abs(ours[..., 3] - ref[..., 3]).max() <= 1
+    seen = ref[..., 3] >= 32  # colour is only defined where there is some alpha; both un-premultiply it
+    assert np.abs(ours[seen][:, :3] - ref[seen][:, :3]).max() <= 8
+    assert np.abs(ours[seen][:, :3] - ref[seen][:, :3]).mean() < 0.5
+
+
+def test_premultiply_is_exact():
+    a = np.random.default_rng(4).integers(0, 256, (17, 13, 4), dtype=np.uint8)
+    want = np.asarray(Image.fromarray(a, "RGBA").convert("RGBa"))
+    assert np.array_equal(images._premultiply(a), want)
+    x = np.stack(np.meshgrid(np.arange(256), np.arange(256)), -1).reshape(-1, 2)  # every colour x alpha pair
+    full = np.zeros((256 * 256, 1, 4), np.uint8)
+    full[:, 0, 0], full[:, 0, 3] = x[:, 0], x[:, 1]
+    assert np.array_equal(images._premultiply(full)[:, 0, 0], (x[:, 0] * x[:, 1] + 127) // 255)
 
 
 def test_big_jpeg_draft_decoding_matches_full_decode_closely():
