@@ -117,3 +117,23 @@ def test_pixel_similarity_through_the_predictor(tiny4, tmp_path):
     idx, _ = predict_idx(model, ds.images)
     res = p.predict_many(ds.items)
     assert [r["label"] for r in res] == [ds.vocab[i] for i in idx.tolist()]
+
+
+@pytest.mark.parametrize("arch", ["linear", "mlp", "cnn", "resnet18"])
+def test_inference_copy_gives_the_models_outputs(arch):
+    """Batch-norm folding, channels-last and the flat loop change speed, not answers; the model is left alone."""
+    from logoapp import models as M
+    from logoapp.predict import FlatNet, inference_copy
+    torch.manual_seed(0)
+    model, _ = M.build(arch, 4, 3, 40, size=32, pretrained=False)
+    model.train()
+    x = torch.from_numpy(noise_rgba(40)[None].repeat(4, 0))
+    model(x)  # one training step's worth of batch-norm statistics, so folding has something to fold
+    model.eval()
+    fast = inference_copy(model)
+    assert isinstance(fast, FlatNet) and not any(isinstance(f, torch.nn.Identity) for f in fast.steps)
+    with torch.inference_mode():
+        assert torch.allclose(fast(x), model(x), atol=1e-4, rtol=1e-4)
+    assert model.training is False and all(p.is_contiguous() for p in model.parameters())  # the original is untouched
+    with pytest.raises(RuntimeError, match="cannot be trained"):
+        fast.train()
