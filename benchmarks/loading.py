@@ -103,6 +103,9 @@ def memory(folder: Path) -> dict:
             f"memory: open {m['n']:,} images, {what}", m["peak_increase"] / mb, "MB", raw / mb,
             f"MB (raw uint8 {m['n']}x{SIZE}x{SIZE}x{m['channels']})", ratio(m["peak_increase"], raw), "<=", 1.3,
             f"judged on peak RSS minus the RSS after imports ({m['baseline'] / mb:.0f} MB); the whole-process peak is "
-            f"{m['peak'] / mb:.0f} MB = {m['peak'] / raw:.2f}x raw", peak_mb=m["peak"] / mb,
+            f"{m['peak'] / mb:.0f} MB = {m['peak'] / raw:.2f}x raw"
+            + (f"; decoding worker processes peaked at {m['workers_peak'] / mb:.0f} MB each at most (their RSS "
+               "includes the pages of the shared array they wrote, which are counted here too)"
+               if m.get("workers_peak") else ""), peak_mb=m["peak"] / mb, workers_peak_mb=m.get("workers_peak", 0) / mb,
             baseline_mb=m["baseline"] / mb, peak_ratio=m["peak"] / raw, seconds=m["seconds"])
     return figs

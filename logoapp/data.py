@@ -4,14 +4,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from . import parallel
 from .config import Settings, cache_dir
 from .images import IMAGE_EXTS, ImageError, decode, header
 
@@ -198,37 +197,28 @@ def _save_cache(key: str, meta: dict, images: np.ndarray) -> None:
 
 
 def _decode_all(rows, size: int, channels: int, workers: int, progress) -> tuple[np.ndarray, list, list]:
-    """Decode every file into one preallocated uint8 array, in threads; one open per file gives pixels and header."""
-    images = np.empty((len(rows), size, size, channels), np.uint8)
-    errors, infos = [None] * len(rows), [None] * len(rows)
-    done, lock = [0], threading.Lock()
+    """Decode every file into one preallocated uint8 array, in worker processes or threads (parallel.map_into);
+    one open per file gives both pixels and header."""
+    n = len(rows)
+    images = parallel.empty((n, size, size, channels), parallel.use_processes(n, workers))
+    paths = [str(r[0]) for r in rows]
 
-    def work_range(lo, hi):
-        for i in range(lo, hi):
-            work(i)
-
-    def work(i):
+    def one(i: int, out: np.ndarray):
         info = {}
         try:
-            images[i] = decode(rows[i][0], size, channels, info)
-            infos[i] = info
+            decode(paths[i], size, channels, info, out=out[i])
+            return None, info
         except ImageError as e:
-            errors[i] = str(e)
+            return str(e), None
         except Exception as e:  # never let one file stop the dataset
-            errors[i] = f"cannot decode image ({type(e).__name__}: {e})"
-        with lock:
-            done[0] += 1
-            if progress and (done[0] % 64 == 0 or done[0] == len(rows)):
-                progress(done[0], len(rows), "decoding images")
+            return f"cannot decode image ({type(e).__name__}: {e})", None
 
-    if workers > 1 and len(rows) > 32:
-        with ThreadPoolExecutor(workers) as ex:
-            step = 32  # a task per 32 files: a future per file would cost more GIL hand-offs than it saves
-            list(ex.map(work_range, range(0, len(rows), step), [min(i + step, len(rows)) for i in range(0, len(rows), step)]))
-    else:
-        for i in range(len(rows)):
-            work(i)
-    return images, errors, infos
+    def report(done: int) -> None:
+        if progress and (done % 64 < parallel.STEP or done == n):
+            progress(done, n, "decoding images")
+
+    records = parallel.map_into(one, n, images, workers, report)
+    return images, [r[0] for r in records], [r[1] for r in records]
 
 
 def _channels(rows, n: int = 64) -> int:

@@ -127,9 +127,10 @@ def normalise_mode(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
-def decode(src, size: int, channels: int = 4, info: dict | None = None) -> np.ndarray:
+def decode(src, size: int, channels: int = 4, info: dict | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Decode, apply EXIF rotation, normalise the mode and squish to size x size -> (size, size, channels) uint8.
-    info, when given, receives the file's own width, height, mode, format and alpha (one open per file)."""
+    info, when given, receives the file's own width, height, mode, format and alpha (one open per file); out, when
+    given, receives the pixels (and is returned), saving a copy."""
     img = _open(src)
     if info is not None:
         info.update(width=img.width, height=img.height, mode=img.mode, format=img.format or "", alpha=_has_alpha(img))
@@ -151,7 +152,7 @@ def decode(src, size: int, channels: int = 4, info: dict | None = None) -> np.nd
         if "truncated" in msg or isinstance(e, (OSError, SyntaxError, EOFError)):
             raise ImageError(f"truncated or corrupt image ({msg})") from None
         raise ImageError(f"cannot decode image ({msg})") from None
-    return to_channels(resize(np.asarray(img), size), channels)
+    return to_channels(resize(np.asarray(img), size), channels, out)
 
 
 def resize(a: np.ndarray, size: int) -> np.ndarray:
@@ -192,17 +193,24 @@ def _unpremultiply(a: np.ndarray) -> np.ndarray:
     return np.asarray(Image.frombuffer("RGBa", (w, h), np.ascontiguousarray(a), "raw", "RGBa", 0, 1).convert("RGBA"))
 
 
-def to_channels(a: np.ndarray, channels: int) -> np.ndarray:
-    """(H, W, 3|4) uint8 -> (H, W, channels): add an opaque alpha, or composite alpha onto white."""
+def to_channels(a: np.ndarray, channels: int, out: np.ndarray | None = None) -> np.ndarray:
+    """(H, W, 3|4) uint8 -> (H, W, channels): add an opaque alpha, or composite alpha onto white; into out if given."""
     c = a.shape[-1]
     if c == channels:
+        if out is not None:
+            out[...] = a
+            return out
         return a if a.flags.writeable and a.flags.c_contiguous else np.array(a)
     if channels == 4:
-        out = np.empty(a.shape[:-1] + (4,), np.uint8)
+        out = np.empty(a.shape[:-1] + (4,), np.uint8) if out is None else out
         out[..., :3], out[..., 3] = a, 255
         return out
     alpha = a[..., 3:4].astype(np.float32) / 255
-    return (a[..., :3] * alpha + 255 * (1 - alpha) + 0.5).astype(np.uint8)
+    rgb = (a[..., :3] * alpha + 255 * (1 - alpha) + 0.5).astype(np.uint8)
+    if out is None:
+        return rgb
+    out[...] = rgb
+    return out
 
 
 def composite(a: np.ndarray, background=(255, 255, 255)) -> np.ndarray:
