@@ -157,40 +157,57 @@ def decode(src, size: int, channels: int = 4, info: dict | None = None, out: np.
 
 def resize(a: np.ndarray, size: int) -> np.ndarray:
     """(H, W, 3|4) uint8 -> (size, size, C) uint8: squished, antialiased bilinear (Pillow's BILINEAR filter, run
-    run by torch's SIMD uint8 kernel: 1.5-2x faster than Pillow's resize on a 2-core CPU). RGBA is resized premultiplied, so the colour of
-    transparent pixels does not bleed into the edges; the result is then un-premultiplied."""
+    by torch's SIMD uint8 kernel: about 4x faster than Pillow's resize). RGBA is resized premultiplied, so the
+    colour of transparent pixels does not bleed into the edges, then un-premultiplied."""
     if a.shape[:2] == (size, size):
         return a
     import torch
     import torch.nn.functional as F
-    rgba = a.shape[-1] == 4
-    translucent = rgba and a[..., 3].min() < 255
+    translucent = a.shape[-1] == 4 and a[..., 3].min() < 255
     src = _premultiply(a) if translucent else np.require(a, requirements=["C", "W"])  # torch wants writable
     with torch.inference_mode():
         t = torch.from_numpy(src).permute(2, 0, 1)[None]  # a channels-last view: the uint8 fast path
-        out = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        out = out[0].permute(1, 2, 0).numpy()
-    return _unpremultiply(out) if translucent else np.ascontiguousarray(out)
+        planes = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0].numpy()
+    return _unpremultiply(planes) if translucent else np.ascontiguousarray(planes.transpose(1, 2, 0))
 
 
 def _premultiply(a: np.ndarray) -> np.ndarray:
-    """RGBA -> premultiplied RGBa: rgb * alpha / 255, rounded exactly as Pillow does; red and blue share one
-    32-bit multiply (the usual 0x00FF00FF trick) on the whole image at once."""
+    """RGBA -> premultiplied RGBa: rgb * alpha / 255, rounded exactly as Pillow does. Most pixels of a crest or a
+    logo are opaque (kept) or fully transparent (zeroed); only the translucent rest goes through the arithmetic,
+    where red and blue share one 32-bit multiply (the usual 0x00FF00FF trick)."""
     if sys.byteorder != "little":
         return np.array(Image.fromarray(a, "RGBA").convert("RGBa"))
-    x = np.ascontiguousarray(a).view(np.uint32)[..., 0]  # R | G << 8 | B << 16 | A << 24
+    x = np.ascontiguousarray(a).view(np.uint32).reshape(-1)  # R | G << 8 | B << 16 | A << 24 per pixel
     al = x >> 24
-    rb = (x & 0x00FF00FF) * al + 0x00800080
-    rb = ((rb + ((rb >> 8) & 0x00FF00FF)) >> 8) & 0x00FF00FF
-    g = ((x >> 8) & 0xFF) * al + 0x80
-    g = ((g + (g >> 8)) >> 8) & 0xFF
-    return (rb | (g << 8) | (al << 24)).view(np.uint8).reshape(a.shape)
+    out = np.where(al == 0, np.uint32(0), x)
+    part = np.flatnonzero((al - 1) < 254)  # alpha 1..254 (alpha 0 wraps round to 2**32 - 1)
+    if part.size:
+        xp, ap = x[part], al[part]
+        rb = (xp & 0x00FF00FF) * ap + 0x00800080
+        rb = ((rb + ((rb >> 8) & 0x00FF00FF)) >> 8) & 0x00FF00FF
+        g = ((xp >> 8) & 0xFF) * ap + 0x80
+        g = ((g + (g >> 8)) >> 8) & 0xFF
+        out[part] = rb | (g << 8) | (ap << 24)
+    return out.view(np.uint8).reshape(a.shape)
 
 
-def _unpremultiply(a: np.ndarray) -> np.ndarray:
-    """Premultiplied RGBa -> RGBA (Pillow's C conversion); fully transparent pixels keep rgb 0."""
-    h, w = a.shape[:2]
-    return np.asarray(Image.frombuffer("RGBa", (w, h), np.ascontiguousarray(a), "raw", "RGBa", 0, 1).convert("RGBA"))
+_UNPREMULTIPLY = np.divide(255, np.arange(256, dtype=np.float32), out=np.zeros(256, np.float32),
+                           where=np.arange(256) > 0)
+
+
+def _unpremultiply(planes: np.ndarray) -> np.ndarray:
+    """(4, H, W) premultiplied planes -> (H, W, 4) RGBA: rgb * 255 / alpha, rounded; fully transparent pixels keep
+    rgb 0. Working plane by plane keeps every pass contiguous."""
+    alpha = planes[3]
+    scale = _UNPREMULTIPLY[alpha]
+    out = np.empty(planes.shape[1:] + (4,), np.uint8)
+    for c in range(3):
+        v = planes[c] * scale
+        v += 0.5
+        np.minimum(v, 255, out=v)
+        out[..., c] = v
+    out[..., 3] = alpha
+    return out
 
 
 def to_channels(a: np.ndarray, channels: int, out: np.ndarray | None = None) -> np.ndarray:

@@ -277,16 +277,27 @@ def test_resize_is_pillows_bilinear_filter(src, size):
     assert ours.shape == (size, size, 3) and np.abs(ours - ref).max() <= 1
 
 
-def test_translucent_resize_matches_pillows_premultiplied_resize():
+def test_translucent_resize_is_a_premultiplied_resize():
+    """Against the exact sum in float64 (same filter, no rounding on the way): only rounding differs. Pillow's own
+    premultiplied resize is close too, a little darker at soft edges (it truncates when un-premultiplying)."""
+    import torch
+    import torch.nn.functional as F
     rng = np.random.default_rng(3)
     a = rng.integers(0, 256, (90, 90, 4), dtype=np.uint8)
     a[..., 3] = np.where(rng.random((90, 90)) < 0.4, 0, a[..., 3])  # holes of invisible colour
     ours = images.resize(a, 40).astype(int)
-    ref = np.asarray(Image.fromarray(a, "RGBA").resize((40, 40), Image.BILINEAR)).astype(int)
-    assert np.abs(ours[..., 3] - ref[..., 3]).max() <= 1
-    seen = ref[..., 3] >= 32  # colour is only defined where there is some alpha; both un-premultiply it
-    assert np.abs(ours[seen][:, :3] - ref[seen][:, :3]).max() <= 8
-    assert np.abs(ours[seen][:, :3] - ref[seen][:, :3]).mean() < 0.5
+    x = torch.from_numpy(a.astype(np.float64)).permute(2, 0, 1)[None]
+    x[:, :3] *= x[:, 3:] / 255
+    y = F.interpolate(x, size=(40, 40), mode="bilinear", antialias=True)[0].permute(1, 2, 0).numpy()
+    exact = np.concatenate([y[..., :3] * 255 / np.maximum(y[..., 3:], 1e-9), y[..., 3:]], -1)
+    pil = np.asarray(Image.fromarray(a, "RGBA").resize((40, 40), Image.BILINEAR)).astype(int)
+    assert np.abs(ours[..., 3] - exact[..., 3]).max() <= 1
+    for least_alpha in (32, 64, 128):  # 8-bit premultiplied colour loses precision as alpha falls
+        seen = exact[..., 3] >= least_alpha
+        err = np.abs(ours[seen][:, :3] - exact[seen][:, :3])
+        pil_err = np.abs(pil[seen][:, :3] - exact[seen][:, :3])
+        assert err.max() <= pil_err.max() and err.mean() <= pil_err.mean()  # at least as exact as Pillow
+    assert err.max() <= 2 and err.mean() < 0.6  # alpha >= 128: within rounding
 
 
 def test_premultiply_is_exact():
