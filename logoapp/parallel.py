@@ -45,6 +45,8 @@ def empty(shape: tuple, processes: bool) -> np.ndarray:
 
 
 def _init() -> None:
+    import gc
+    gc.freeze()  # the inherited objects are never collected here: scanning them would copy their pages
     import torch
     torch.set_num_threads(1)  # one process per core already; and no OpenMP pool from before the fork
 
