@@ -75,7 +75,7 @@ def bench(ds, quick: bool) -> dict:
             "<=", 1.3, f"one {ds.size}px file through Predictor.predict (decode + forward + softmax) vs model(x) on "
             f"the already-decoded uint8 tensor; {rounds} calls each, taking turns call by call; values are medians, "
             f"the ratio is the median of per-round paired ratios. Predict runs an inference copy of the model "
-            f"(batch-norm folded, channels-last) whose forward took {of:.2f} ms "
+            f"(batch-norm folded, channels-last, run as one flat loop of tensor functions) whose forward took {of:.2f} ms "
             f"({paired(r['own_forward'], r['forward']):.2f}x the raw forward): the rest is decoding",
             percentiles_10_50_90_ms=spread, predictor_forward_ms=of),
         "predict_vs_fastai": figure(
