@@ -157,8 +157,9 @@ def decode(src, size: int, channels: int = 4, info: dict | None = None, out: np.
 
 def resize(a: np.ndarray, size: int) -> np.ndarray:
     """(H, W, 3|4) uint8 -> (size, size, C) uint8: squished, antialiased bilinear (Pillow's BILINEAR filter, run
-    by torch's SIMD uint8 kernel: about 4x faster than Pillow's resize). RGBA is resized premultiplied, so the
-    colour of transparent pixels does not bleed into the edges, then un-premultiplied."""
+    by torch's SIMD uint8 kernel: 1.7-4x faster than Pillow's resize, by mode and transparency). RGBA is
+    resized premultiplied, so the colour of transparent pixels does not bleed into the edges, then
+    un-premultiplied."""
     if a.shape[:2] == (size, size):
         return a
     import torch
