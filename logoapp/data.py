@@ -217,7 +217,9 @@ def _decode_all(rows, size: int, channels: int, workers: int, progress) -> tuple
         if progress and (done % 64 < parallel.STEP or done == n):
             progress(done, n, "decoding images")
 
-    records = parallel.map_into(one, n, images, workers, report)
+    records = parallel.map_into(one, n, images, workers, report,
+                                crashed=lambda i: ("the image decoder crashed on this file (a damaged or hostile "
+                                                   "image?)", None))
     return images, [r[0] for r in records], [r[1] for r in records]
 
 

@@ -3,8 +3,10 @@
 Pillow's decoders drop and retake the GIL many times per image, so two decoding threads reach only ~1.4x one
 thread on 2 cores, where two processes reach ~1.9x. Workers are forked (Linux): they inherit the job and the
 output array, which lives in an anonymous shared mapping, write their rows in place and send back only a small
-record per file. With one core, few files, no fork, or a pool that cannot start or breaks, the same work runs
-in threads, so the answer never depends on which way it ran.
+record per file. If a worker dies, what it left is retried one file at a time in a fresh worker, so the file
+that killed it is found and reported rather than retried in the caller's process. With one core, few files, no
+fork, or a pool that cannot start, the same work runs in threads, so the answer never depends on which way it
+ran.
 """
 from __future__ import annotations
 
@@ -57,19 +59,22 @@ def _run(lo: int, hi: int) -> list:
 
 
 def map_into(fn: Callable[[int, np.ndarray], object], n: int, out: np.ndarray, workers: int,
-             progress: Callable[[int], object] | None = None) -> list:
+             progress: Callable[[int], object] | None = None,
+             crashed: Callable[[int], object] | None = None) -> list:
     """[fn(i, out) for i in range(n)]: fn fills out[i] and returns a small picklable record. In forked processes
     when use_processes(n, workers) and out came from empty(..., processes=True); else in `workers` threads.
-    progress(done) is called as files finish."""
+    progress(done) is called as files finish. If a worker dies, the files not yet done are run one per task in a
+    fresh single worker, so a file that kills it again is found: its record is crashed(i) (when given; else it
+    is run in a thread like the rest)."""
     records: list = [None] * n
-    left = set(range(0, n, STEP))
+    todo = np.ones(n, bool)
     done, lock = [0], threading.Lock()
 
     def finished(lo: int, recs: list) -> None:
         with lock:
             records[lo:lo + len(recs)] = recs
-            left.discard(lo)
-            done[0] += len(recs)
+            done[0] += int(todo[lo:lo + len(recs)].sum())
+            todo[lo:lo + len(recs)] = False
             count = done[0]
         if progress:
             progress(count)
@@ -80,23 +85,24 @@ def map_into(fn: Callable[[int, np.ndarray], object], n: int, out: np.ndarray, w
         with _JOB_LOCK:
             _JOB = (fn, out)
             try:
-                with ProcessPoolExecutor(min(workers, cores()), mp_context=mp.get_context("fork"),
-                                         initializer=_init) as ex:
-                    futs = {ex.submit(_run, lo, min(lo + STEP, n)): lo for lo in sorted(left)}
+                _in_processes([(lo, min(lo + STEP, n)) for lo in range(0, n, STEP)], min(workers, cores()),
+                              finished)
+            except BrokenProcessPool:
+                if crashed is not None:
                     try:
-                        for f in as_completed(futs):
-                            finished(futs[f], f.result())
-                    finally:
-                        for f in futs:
-                            f.cancel()  # an error or Ctrl-C stops the rest
-            except (BrokenProcessPool, OSError):
-                pass  # a worker died or none could start: what is left runs in threads below
+                        _isolate(np.flatnonzero(todo), finished, crashed)
+                    except OSError:
+                        pass  # no fresh worker could start: what is left runs in threads below
+            except OSError:
+                pass  # no pool could start: what is left runs in threads below
             finally:
                 _JOB = None
-    def run(lo: int) -> None:
-        finished(lo, [fn(i, out) for i in range(lo, min(lo + STEP, n))])
 
-    rest = sorted(left)
+    def run(lo: int) -> None:
+        hi = min(lo + STEP, n)
+        finished(lo, [fn(i, out) if todo[i] else records[i] for i in range(lo, hi)])
+
+    rest = [lo for lo in range(0, n, STEP) if todo[lo:lo + STEP].any()]
     if len(rest) > 1 and workers > 1:
         with ThreadPoolExecutor(workers) as ex:
             list(ex.map(run, rest))
@@ -104,6 +110,39 @@ def map_into(fn: Callable[[int, np.ndarray], object], n: int, out: np.ndarray, w
         for lo in rest:
             run(lo)
     return records
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=_init)
+
+
+def _in_processes(ranges: list, workers: int, finished) -> None:
+    """Run (lo, hi) ranges of _JOB in a pool of forked workers; BrokenProcessPool when one dies."""
+    with _pool(workers) as ex:
+        futs = {ex.submit(_run, lo, hi): lo for lo, hi in ranges}
+        try:
+            for f in as_completed(futs):
+                finished(futs[f], f.result())
+        finally:
+            for f in futs:
+                f.cancel()  # an error or Ctrl-C stops the rest
+
+
+def _isolate(left: np.ndarray, finished, crashed) -> None:
+    """After a worker died: each file left, one at a time, in a single worker; a file that kills it gets
+    crashed(i) and a fresh worker takes the next. Slower, but the process that asked survives a decoder crash."""
+    k = 0
+    while k < len(left):
+        try:
+            with _pool(1) as ex:
+                for k in range(k, len(left)):
+                    i = int(left[k])
+                    finished(i, ex.submit(_run, i, i + 1).result())
+                k = len(left)
+        except BrokenProcessPool:
+            i = int(left[k])
+            finished(i, [crashed(i)])
+            k += 1
 
 
 def _shared(out: np.ndarray) -> bool:

@@ -1,6 +1,7 @@
 """Work over many files in forked processes: same answers as threads, progress to the end, survives a dead worker."""
 from __future__ import annotations
 
+import faulthandler
 import os
 import signal
 import sys
@@ -76,3 +77,34 @@ def test_dataset_from_processes_equals_dataset_from_threads(tmp_path, few_files_
     assert by_procs.items == by_threads.items and np.array_equal(by_procs.images, by_threads.images)
     assert [b.__dict__ for b in by_procs.bad] == [b.__dict__ for b in by_threads.bad] and len(by_procs.bad) == 1
     assert by_procs.sizes == by_threads.sizes and by_procs.modes == by_threads.modes
+
+
+@linux_only
+def test_the_file_that_kills_a_worker_is_found_and_reported(few_files_suffice):
+    n = 200
+    out = parallel.empty((n, 2), processes=True)
+    out[:] = 0
+    records = parallel.map_into(die_in_worker, n, out, workers=2, crashed=lambda i: f"crashed on {i}")
+    assert records[70] == "crashed on 70"  # never retried in this process, where it would take the caller down
+    assert records[:70] == list(range(70)) and records[71:] == list(range(71, n))
+    assert (np.delete(out, 70, 0) == 1).all()
+
+
+@linux_only
+def test_a_decoder_crash_is_a_bad_file_not_a_dead_app(tmp_path, few_files_suffice, monkeypatch):
+    import logoapp.data as data
+    root = make_folder(tmp_path / "d", n_classes=2, per_class=20, size=32)
+    bomb = root / "class1" / "crash-me.png"
+    bomb.write_bytes((root / "class1" / sorted(p.name for p in (root / "class1").iterdir())[0]).read_bytes())
+    real = data.decode
+
+    def decode(path, *a, **k):
+        if str(path).endswith("crash-me.png") and os.getpid() != PARENT:
+            faulthandler.disable()  # pytest's crash report would only be noise here
+            os.kill(os.getpid(), signal.SIGSEGV)  # what a decoder bug on a hostile file does
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(data, "decode", decode)
+    ds = open_dataset(root, size=24, cache=False, workers=2)
+    assert len(ds.items) == 40 and [b.path for b in ds.bad] == [str(bomb)]
+    assert "decoder crashed" in ds.bad[0].reason
