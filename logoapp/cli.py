@@ -246,7 +246,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"logoapp {__version__}")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
-    def data_args(s, size="square size images are resized to (default 140)"):
+    def data_args(s, size="square size images are stored at (default: their own typical size, at most 140)"):
         s.add_argument("data", metavar="DATA", help="image folder (class sub-folders or train/valid) or 'embedded'")
         if size:
             s.add_argument("--size", type=int, default=None, help=size)
@@ -273,8 +273,8 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a model and save it", formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="models:\n" + "\n".join(f"  {k:<9} {DESCRIPTIONS[k]}" for k in TRAINABLE))
-    data_args(s, size="image size for loading and for the model (default: load at 140, model at its own default, "
-                      "e.g. 64 for cnn)")
+    data_args(s, size="image size for loading and for the model (default: load at the images' own size, at most 140; "
+                      "the model at its own default, e.g. 64 for cnn)")
     s.add_argument("--model", choices=TRAINABLE, default="cnn", help="which rung of the ladder (default cnn)")
     s.add_argument("--epochs", type=int, default=None, help="epochs (default: per model)")
     s.add_argument("--lr", type=float, default=None, help="peak learning rate of the one-cycle schedule (default: per model)")

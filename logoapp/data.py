@@ -156,7 +156,7 @@ def split_indices(labels: np.ndarray, valid_pct: float, seed: int) -> np.ndarray
     return split
 
 
-def _cache_key(rows, size: int) -> str:
+def _cache_key(rows, size: int | str) -> str:
     h = hashlib.sha1(f"v{CACHE_VERSION}|{size}".encode())
     for f, cls, split in rows:
         try:
@@ -223,22 +223,35 @@ def _decode_all(rows, size: int, channels: int, workers: int, progress) -> tuple
     return images, [r[0] for r in records], [r[1] for r in records]
 
 
-def _channels(rows, n: int = 64) -> int:
-    """4 (RGBA) when most images have transparency (crests, logos), else 3; judged on up to n evenly spaced headers."""
-    votes = []
+def _probe(rows, n: int = 64) -> tuple[int, list[int]]:
+    """Channels and larger sides judged on up to n evenly spaced headers: 4 (RGBA) when most images have
+    transparency (crests, logos), else 3."""
+    votes, sides = [], []
     for f, _, _ in rows[::max(1, len(rows) // n)]:
         try:
-            votes.append(header(f).alpha)
+            h = header(f)
         except Exception:  # a bad file gets its reason when it is decoded
-            pass
-    return 4 if votes and sum(votes) * 2 >= len(votes) else 3
+            continue
+        votes.append(h.alpha)
+        sides.append(max(h.width, h.height))
+    return (4 if votes and sum(votes) * 2 >= len(votes) else 3), sides
+
+
+def fit_size(sides, most: int | None = None) -> int:
+    """The square size to store images at when none is given: the median of their larger sides, at most `most`
+    (Settings.size, 140) and at least 16. Small images (icons, CIFAR's 32 px) keep their own size instead of being
+    upsampled: 19x less memory for 32 px photos, and a model resizing to its own input size sees one resample,
+    not two."""
+    most = most or Settings().size
+    return int(min(most, max(16, np.median(sides)))) if len(sides) else most
 
 
 def open_dataset(path, size: int | None = None, valid_pct: float | None = None, seed: int | None = None,
                  cache: bool = True, workers: int | None = None, progress=None) -> Dataset:
-    """Open a folder of class sub-folders (or train/ + valid|validation|test/) as a Dataset."""
+    """Open a folder of class sub-folders (or train/ + valid|validation|test/) as a Dataset. Images are stored as
+    size x size squares; with no size, at the images' own typical size, at most Settings.size (fit_size)."""
     s = Settings()
-    size, valid_pct = size or s.size, s.valid_pct if valid_pct is None else valid_pct
+    valid_pct = s.valid_pct if valid_pct is None else valid_pct
     seed, workers = s.seed if seed is None else seed, workers or s.workers
     root = Path(path).expanduser()
     if not root.exists():
@@ -247,7 +260,7 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
         raise DataError(f"not a folder: {root} (give a folder with one sub-folder per class)")
     if not 0 <= valid_pct < 1:
         raise DataError(f"valid fraction must be in [0, 1), got {valid_pct}")
-    if not 8 <= size <= 1024:
+    if size is not None and not 8 <= size <= 1024:
         raise DataError(f"image size must be between 8 and 1024 pixels, got {size}")
     bad, notes = [], []
     try:
@@ -258,7 +271,7 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
         raise DataError(f"no class folders with images in {root} (expected {root}/<class>/<images>)")
 
     n_layout_bad = len(bad)
-    key = _cache_key(rows, size)
+    key = _cache_key(rows, size or "fit")  # a fitted size needs no header pass to find its cache entry
     hit = _load_cache(key) if cache else None
     if hit:
         m, images = hit
@@ -266,7 +279,8 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
         items, classes, splits = m["items"], m["classes"], m["splits"]
         sizes, modes = [tuple(x) for x in m["sizes"]], m["modes"]
     else:
-        images, errors, infos = _decode_all(rows, size, _channels(rows), workers, progress)
+        channels, sides = _probe(rows)
+        images, errors, infos = _decode_all(rows, size or fit_size(sides, s.size), channels, workers, progress)
         keep = []
         for i, err in enumerate(errors):
             if err:

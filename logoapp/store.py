@@ -72,7 +72,19 @@ def save(model: nn.Module, meta: dict, out: str | Path) -> Path:
     for p in out.glob("weights-*.pt"):  # the previous weights, now unreferenced
         if p.name != weights:
             p.unlink(missing_ok=True)
+    _sweep(out)
     return out
+
+
+def _sweep(out: Path, age: float = 3600) -> None:
+    """Remove what saves killed midway left behind (hidden temp files); a save still running is younger than age s."""
+    stale = time.time() - age
+    for p in [*out.glob(".weights.*.pending"), *out.glob(".*.tmp")]:
+        try:
+            if p.stat().st_mtime < stale:
+                p.unlink()
+        except OSError:
+            pass  # gone already, or not ours to remove
 
 
 def _read_json(path: Path) -> dict:

@@ -41,6 +41,7 @@ PAGE = 30                       # thumbnails per gallery page (3 rows of 10)
 PATCH = 5                       # side of the pixel-value table
 MAX_ZIP_FILES = 50_000          # an upload with more members than this is refused before anything is written
 MAX_ZIP_BYTES = 2 * 2**30       # unpacked size cap for an uploaded dataset zip
+DELETE_CACHE = (3600, 86400)    # hourly, Gradio deletes uploads and generated files older than a day (all at exit)
 ZIP_ENTRY_BYTES = 1024          # central-directory bytes allowed per member (a real entry is 46 bytes + its name)
 MAX_MODEL_ZIP_FILES = 16        # an exported model zip holds 2 members (model.json, weights); refuse junk early
 BASE = "@baseline-"             # model-picker values of the pixel baselines ('@' never appears in a saved model's name)
@@ -573,7 +574,7 @@ def build_demo(model_dir: str | Path) -> gr.Blocks:
         raise SystemExit(f"logoapp: {e}") from None
     meta = pred.meta
     acc = (meta.get("metrics") or {}).get("accuracy")
-    with gr.Blocks(title="logoapp — predict", analytics_enabled=False) as app:
+    with gr.Blocks(title="logoapp — predict", analytics_enabled=False, delete_cache=DELETE_CACHE) as app:
         gr.Markdown(f"# logoapp\nA **{meta['arch']}** classifier for {len(meta['vocab'])} classes"
                     + (f", {acc:.1%} accurate on its validation images" if isinstance(acc, (int, float)) else "")
                     + ". Drop an image to classify it.", elem_id="la-header")
@@ -611,7 +612,6 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
     folder = Path(models_dir or default_models_dir())
     reg = Registry(folder)
     st = Settings()
-    size = size or st.size
     try:
         ds0 = datamod.resolve(data, size=size, progress=progress or _cli_progress("preparing the data"))
     except datamod.DataError as e:
@@ -629,7 +629,7 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
     default_model = reg.default(ctx0)
     d0 = models.DEFAULTS["cnn"]
 
-    with gr.Blocks(title="logoapp", analytics_enabled=False) as app:
+    with gr.Blocks(title="logoapp", analytics_enabled=False, delete_cache=DELETE_CACHE) as app:
         sess = gr.State(Session(), delete_callback=Session.close)
         gr.Markdown("# logoapp\nBuild an image classifier from a folder of pictures, and understand it — the fast.ai "
                     "book's chapter-4 ladder: **pixel means → linear model → small neural net → CNN → ResNet**. "
@@ -648,7 +648,8 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
                     zfile = gr.File(label="Zip of class folders", file_types=[".zip"], visible=False, scale=3, height=110)
                 with gr.Accordion("Loading options", open=False):
                     with gr.Row():
-                        opt_size = gr.Slider(16, 256, value=size, step=4, label="Stored image size (pixels, square)")
+                        opt_size = gr.Slider(0, 256, value=size or 0, step=4, label="Stored image size (pixels, square; 0 = the "
+                                             f"images' own size, at most {st.size})", elem_id="opt-size")
                         opt_valid = gr.Slider(0.05, 0.5, value=st.valid_pct, step=0.05, label="Validation fraction")
                         opt_seed = gr.Number(value=st.seed, precision=0, label="Split seed")
                 load_btn = gr.Button("Load dataset", variant="primary", elem_id="load-btn")
@@ -808,7 +809,10 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
         def on_load(s: Session, source, folder_path, zip_file, size, valid_fraction, seed, progress=gr.Progress()):
             """Load the chosen dataset into this session and refresh every tab."""
             choice, folder_text, zpath = source, folder_path, zip_file
-            kw = dict(size=int(size), valid_pct=float(valid_fraction), seed=int(seed or 0), progress=_gr_progress(progress))
+            want = int(size) or None  # 0: fit to the images
+            if want is not None and want < 8:
+                raise gr.Error("Stored image size: choose 0 (the images' own size) or 8 pixels and more.")
+            kw = dict(size=want, valid_pct=float(valid_fraction), seed=int(seed or 0), progress=_gr_progress(progress))
             tmp = None
             try:
                 if choice == "zip upload":
@@ -835,7 +839,8 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
                     ds, name = datamod.open_dataset(folder_text.strip(), **kw), folder_text.strip()
                 elif choice == START:
                     ds, name = None, ctx0.name
-                elif (data in (None, "", "embedded") and int(size) == ds0.size and float(valid_fraction) == ds0.valid_pct
+                elif (data in (None, "", "embedded") and float(valid_fraction) == ds0.valid_pct
+                      and (want or datamod.fit_size([max(wh) for wh in ds0.sizes], st.size)) == ds0.size
                       and int(seed or 0) == ds0.seed):
                     ds, name = None, ctx0.name       # the start-up set again: share it instead of a second copy
                 else:
@@ -1199,7 +1204,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "7860")),
                    help="port to listen on (default 7860; env GRADIO_SERVER_PORT)")
     p.add_argument("--models", default=None, help="folder for trained models (env LOGOAPP_MODELS, else ./models)")
-    p.add_argument("--size", type=int, default=None, help="stored image size for the data, in pixels (default 140)")
+    p.add_argument("--size", type=int, default=None, help="stored image size for the data, in pixels (default: the images' own size, at most 140)")
     p.add_argument("--share", action="store_true",
                    help="also create a temporary public gradio.live link (needs internet; without it the app "
                         "serves locally and says so)")

@@ -474,3 +474,23 @@ def test_images_match_decode(tiny):
     ds = open_dataset(tiny, size=20)
     for p, x in zip(ds.items, ds.images):
         assert np.array_equal(x, decode(p, 20, ds.channels))
+
+
+def test_fit_size_keeps_small_images_small():
+    assert D.fit_size([32] * 5 + [500], 140) == 32           # the median, not the largest
+    assert D.fit_size([1000, 3000, 640], 140) == 140         # big photos: at most Settings.size
+    assert D.fit_size([6, 8], 140) == 16                     # never below 16
+    assert D.fit_size([], 140) == 140                        # nothing readable: the default
+
+
+def test_no_size_stores_images_at_their_own_size(tmp_path, monkeypatch):
+    small = make_folder(tmp_path / "small", per_class=5, size=24)
+    big = make_folder(tmp_path / "big", per_class=5, size=200)
+    a, b = open_dataset(small), open_dataset(big)
+    assert a.images.shape[1:] == (24, 24, 4) and b.size == 140
+    assert np.array_equal(a.images[0], np.asarray(Image.open(a.items[0])))  # not resampled at all
+    assert open_dataset(small, size=48).size == 48           # an explicit size still wins
+    with monkeypatch.context() as m:                         # and a fitted size is found again from the cache
+        forbid_decoding(m)
+        again = open_dataset(small)
+    assert np.array_equal(again.images, a.images)

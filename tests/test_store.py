@@ -125,6 +125,19 @@ def test_resave_replaces_weights_and_leaves_no_litter(tmp_path):
     assert torch.equal(store.load(folder)[0](x), b(x))
 
 
+def test_save_sweeps_what_killed_saves_left_behind(tmp_path):
+    a, meta = build(seed=0)
+    folder = store.save(a, meta, tmp_path / "m")
+    old = [folder / ".weights.123.456.pending", folder / ".model.json.abc123.tmp"]
+    young = folder / ".weights.789.456.pending"  # another save may still be writing this one
+    for p in old + [young]:
+        p.write_bytes(b"partial")
+    for p in old:
+        os.utime(p, (time.time() - 7200, time.time() - 7200))
+    store.save(a, meta, folder)
+    assert not any(p.exists() for p in old) and young.exists()
+
+
 # ---------------------------------------------------------------- refusals
 
 def test_missing_folder(tmp_path):
