@@ -55,6 +55,21 @@ def test_gradio_state_gives_each_session_its_own_session_object():
     assert a.board is not st.value.board and copy.deepcopy(a) is not a
 
 
+def test_stored_size_zero_keeps_the_images_own_size(server, tmp_path):
+    """The Data tab's stored size 0 (its default) stores small images at their own size, not upsampled to 140."""
+    from gradio_client import handle_file
+    src = make_folder(tmp_path / "icons", n_classes=2, per_class=4, size=24, names=["ball", "boot"])
+    z = tmp_path / "icons.zip"
+    with zipfile.ZipFile(z, "w") as f:
+        for p in sorted(src.rglob("*.png")):
+            f.write(p, p.relative_to(tmp_path))
+    c = client(server.url)
+    assert "stored as 24×24 RGBA" in c.predict("zip upload", "", handle_file(str(z)), 0, 0.2, 42,
+                                                api_name="/load_data")[0]
+    assert "stored as 40×40 RGBA" in c.predict("zip upload", "", handle_file(str(z)), 40, 0.2, 42,
+                                                api_name="/load_data")[0]
+
+
 @pytest.mark.slow
 def test_two_api_clients_keep_separate_datasets_and_leaderboards(server, tmp_path):
     """Client A loads its own zip and trains on it; client B still sees the start-up crests and an untouched
