@@ -2,7 +2,8 @@
 
 Data -> Ideal (pixel means, nearest-ideal baseline) -> Train (linear, mlp, cnn, resnet) -> Evaluate -> Predict.
 What a user does lives in their own `Session` (a gr.State); what every user shares (the dataset loaded at
-start-up, the models folder) is read-only or on disk.
+start-up, the models folder) is read-only or on disk. What the tabs show is computed in `views` (no Gradio
+there); uploaded zips are unpacked by `uploads`.
 """
 from __future__ import annotations
 
@@ -16,37 +17,33 @@ import html  # noqa: E402
 import math  # noqa: E402
 import shutil  # noqa: E402
 import socket  # noqa: E402
-import stat  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import zipfile  # noqa: E402
 import zlib  # noqa: E402
-from pathlib import Path, PurePosixPath  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from . import __version__, evaluate, ideal, models, plots, store  # noqa: E402
+from . import __version__, ideal, models, plots, store  # noqa: E402
 from . import data as datamod  # noqa: E402  (build_app's `data` argument is a path)
 from .config import Settings, models_dir as default_models_dir  # noqa: E402
-from .images import IMAGE_EXTS, ImageError, header  # noqa: E402
+from .images import ImageError, header  # noqa: E402
 from .predict import Predictor  # noqa: E402
+from .uploads import ZIP_ENTRY_BYTES, extract_zip, zip_directory  # noqa: E402
+from .views import (PAGE, PATCH, DataCtx, ViewError, augment_view, board_df, cell_view, data_views,  # noqa: E402
+                    eval_views, evaluate_on, file_name, gallery_view, ideal_views, linear_weights_view, page_indices,
+                    pixel_view)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-PAGE = 30                       # thumbnails per gallery page (3 rows of 10)
-PATCH = 5                       # side of the pixel-value table
-MAX_ZIP_FILES = 50_000          # an upload with more members than this is refused before anything is written
-MAX_ZIP_BYTES = 2 * 2**30       # unpacked size cap for an uploaded dataset zip
 DELETE_CACHE = (3600, 86400)    # hourly, Gradio deletes uploads and generated files older than a day (all at exit)
-ZIP_ENTRY_BYTES = 1024          # central-directory bytes allowed per member (a real entry is 46 bytes + its name)
 MAX_MODEL_ZIP_FILES = 16        # an exported model zip holds 2 members (model.json, weights); refuse junk early
 BASE = "@baseline-"             # model-picker values of the pixel baselines ('@' never appears in a saved model's name)
 START = "the app's start-up data"  # a Data-tab choice when --data was given but server folders are off
-CELL_MAX = 30                   # images shown for one confusion-matrix cell
 
 FONT = ["ui-sans-serif", "system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"]
 FONT_MONO = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "Liberation Mono", "monospace"]
@@ -79,43 +76,6 @@ def theme():
 
 
 # ============================================================================================= state
-
-class DataCtx:
-    """One loaded dataset and what the UI derives from it; computed once, then only read (safe to share)."""
-
-    def __init__(self, ds: datamod.Dataset, name: str, tmpdir: str | None = None):
-        self.ds, self.name, self.tmpdir = ds, name, tmpdir
-        self.slug = store.safe_name(name)
-        self.summary = ds.summary()
-        self.by_class = {k: np.flatnonzero(ds.labels == k) for k in range(ds.c)}
-        rank = np.zeros(len(ds.labels), np.int64)
-        for idx in self.by_class.values():
-            rank[idx] = np.arange(len(idx))
-        self.mixed = np.lexsort((ds.labels, rank))  # 'all classes' browses round-robin: one of each class in turn
-        self._base: dict[str, dict] = {}
-        self._lock = threading.Lock()
-
-    def baseline(self, kind: str = "l1") -> dict:
-        """The pixel-similarity baseline (fit on train, scored on valid) with its full evaluation."""
-        with self._lock:
-            if kind not in self._base:
-                t = time.perf_counter()
-                b = ideal.baseline(self.ds, kind)
-                b["seconds"] = time.perf_counter() - t
-                idx = self.ds.idx("valid")
-                if not len(idx):
-                    idx = self.ds.idx("test")
-                probs = torch.softmax(torch.as_tensor(-b["distances"] / b["model"].temperature), 1)
-                b["eval"] = evaluate.evaluate_probs(probs, b["targs"], self.ds.vocab, self.ds.items, idx)
-                b["meta"] = {"arch": "pixel", "distance": kind, "vocab": self.ds.vocab, "size": self.ds.size,
-                             "data_size": self.ds.size, "channels": self.ds.channels, "n_params": 0,
-                             "metrics": {"accuracy": b["accuracy"], "per_class": b["per_class"], "seconds": b["seconds"]}}
-                self._base[kind] = b
-            return self._base[kind]
-
-    def computed(self) -> list[str]:
-        return list(self._base)
-
 
 class Session:
     """Everything one browser session owns: its dataset (None: the shared one), leaderboard, evaluations, stop flag."""
@@ -214,93 +174,6 @@ class Registry:
 
 # ============================================================================================= helpers
 
-def _size(n: int) -> str:
-    return f"{n / 2**30:.0f} GB" if n >= 2**30 else f"{n / 2**20:.0f} MB" if n >= 2**20 else f"{n:,} bytes"
-
-
-def zip_directory(zpath: str | Path) -> tuple[int, int]:
-    """(members, central-directory bytes) as the zip's end record declares them, read *before* zipfile parses the
-    directory: a 2 GB upload of empty members would otherwise build millions of ZipInfo objects (GBs of memory)
-    before any count could be checked. Raises ValueError for a file that is not a zip."""
-    try:
-        with open(zpath, "rb") as f:
-            end = zipfile._EndRecData(f)  # private but unchanged since Python 2.6; handles comments and zip64
-    except OSError as e:  # also a file shorter than the 22-byte end record
-        raise ValueError(f"not a zip file ({e.strerror or e})") from None
-    if not end:
-        raise ValueError("not a zip file")
-    return int(end[zipfile._ECD_ENTRIES_TOTAL]), int(end[zipfile._ECD_SIZE])
-
-
-def extract_zip(zpath: str | Path, dest: str | Path, skipped: list | None = None) -> Path:
-    """Unpack an uploaded dataset zip safely into dest and return the folder holding the class folders.
-
-    Refuses absolute paths, '..' members, too many members (checked from the end record before the directory is
-    parsed) and too many bytes (declared, and counted while writing); skips symlinks and non-image members, adding
-    (member, reason) to `skipped`, and macOS metadata silently. Any read error becomes a DataError."""
-    dest = Path(dest).resolve()
-    dest.mkdir(parents=True, exist_ok=True)
-    skipped = [] if skipped is None else skipped
-    try:
-        n, dir_bytes = zip_directory(zpath)
-    except ValueError as e:
-        raise datamod.DataError(str(e)) from None
-    if n > MAX_ZIP_FILES or dir_bytes > MAX_ZIP_FILES * ZIP_ENTRY_BYTES:
-        raise datamod.DataError(f"zip has {n:,} files ({_size(dir_bytes)} of file names); the limit is "
-                                f"{MAX_ZIP_FILES:,} files")
-    try:
-        z = zipfile.ZipFile(zpath)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise datamod.DataError(f"not a zip file: {e}") from None
-    with z:
-        infos = [i for i in z.infolist() if not i.is_dir()]
-        if len(infos) > MAX_ZIP_FILES:
-            raise datamod.DataError(f"zip has {len(infos):,} files; the limit is {MAX_ZIP_FILES:,}")
-        if sum(i.file_size for i in infos) > MAX_ZIP_BYTES:
-            raise datamod.DataError(f"zip unpacks to more than {_size(MAX_ZIP_BYTES)}")
-        todo = []  # every name is checked before the first byte is written: a refused zip leaves dest empty
-        for i in infos:
-            name = i.filename.replace("\\", "/")
-            parts = PurePosixPath(name).parts
-            if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
-                raise datamod.DataError(f"unsafe path in zip: {name!r} (absolute or '..' paths are refused)")
-            if not parts or parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts):
-                continue  # macOS resource forks, .DS_Store and other hidden files: noise, not data
-            if stat.S_ISLNK(i.external_attr >> 16):  # written as a file it would hold the link's target path
-                skipped.append((name, "a symbolic link (links in uploaded zips are never followed)"))
-                continue
-            ext = PurePosixPath(name).suffix.lower()
-            if ext not in IMAGE_EXTS:  # never written: a zip of one huge .bin or .exe costs no disk
-                skipped.append((name, "an SVG (vector) image; convert it to PNG first" if ext == ".svg"
-                                else f"not an image file type ({ext or 'no extension'})"))
-                continue
-            target = dest.joinpath(*parts)
-            if not target.resolve().is_relative_to(dest):
-                raise datamod.DataError(f"unsafe path in zip: {name!r}")
-            todo.append((i, name, target))
-        written = 0
-        for i, name, target in todo:
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with z.open(i) as src, open(target, "wb") as dst:
-                    while chunk := src.read(1 << 20):
-                        written += len(chunk)
-                        if written > MAX_ZIP_BYTES:  # zipfile also stops at each declared size; belt and braces
-                            raise datamod.DataError(f"zip unpacks to more than {_size(MAX_ZIP_BYTES)}")
-                        dst.write(chunk)
-            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError) as e:
-                # a bad CRC, an encrypted or oddly compressed member, a name the file system refuses
-                raise datamod.DataError(f"cannot unpack {name!r} from the zip: {e}") from None
-    root = dest
-    for _ in range(3):  # a zip of one folder holding the class folders: use that folder
-        entries = [p for p in root.iterdir() if not p.name.startswith(".")]
-        if len(entries) == 1 and entries[0].is_dir() and any(p.is_dir() for p in entries[0].iterdir()):
-            root = entries[0]
-        else:
-            break
-    return root
-
-
 def share_possible(timeout: float = 3.0) -> bool:
     """Whether Gradio's share server can be reached at all (a quick TCP check, instead of a 30 s hang offline)."""
     try:
@@ -348,199 +221,6 @@ def _gr_progress(progress: gr.Progress):
     return report
 
 
-def _fname(path: str) -> str:
-    return Path(path).name
-
-
-def _stem(path: str, cls: str = "") -> str:
-    """A file's name without extension and without a leading class name: short enough for a caption."""
-    st = Path(path).stem
-    return st[len(cls):].lstrip("_-. ") or st if cls and st.startswith(cls) else st
-
-
-# ============================================================================================= views
-# Each returns plain values keyed by component name; handlers turn them into updates.
-
-def page_indices(ctx: DataCtx, cls: str, page: int) -> tuple[np.ndarray, int]:
-    idx = ctx.by_class[ctx.ds.vocab.index(cls)] if cls in ctx.ds.vocab else ctx.mixed
-    n_pages = max(1, math.ceil(len(idx) / PAGE))
-    page = min(max(1, int(page or 1)), n_pages)
-    return idx[(page - 1) * PAGE: page * PAGE], n_pages
-
-
-def gallery_view(ctx: DataCtx, cls: str, page: int) -> dict:
-    idx, n_pages = page_indices(ctx, cls, page)
-    page = min(max(1, int(page or 1)), n_pages)
-    ds = ctx.ds
-    one = cls in ds.vocab
-    items = [(ds.images[i], Path(ds.items[i]).stem if one else ds.vocab[ds.labels[i]]) for i in idx]
-    n = len(ctx.by_class[ds.vocab.index(cls)]) if one else len(ds.items)
-    return {"gallery": items, "page": gr.update(value=page, maximum=max(2, n_pages)),
-            "page_md": f"page {page} of {n_pages} · {n:,} images"}
-
-
-def busy_patch(img: np.ndarray) -> tuple[int, int]:
-    """Top-left corner of the most varied PATCH x PATCH window (an edge, not a flat area): a good first look."""
-    s = img.shape[0] - PATCH
-    best, at = -1.0, (s // 2, s // 2)
-    for y in range(0, s + 1, 3):
-        for x in range(0, s + 1, 3):
-            v = float(img[y:y + PATCH, x:x + PATCH].std())
-            if v > best:
-                best, at = v, (x, y)
-    return at
-
-
-def pixel_view(ctx: DataCtx, i: int, x: int, y: int) -> dict:
-    ds = ctx.ds
-    i = int(min(max(0, i), len(ds.items) - 1))
-    s = ds.size
-    x, y = int(min(max(0, x), s - PATCH)), int(min(max(0, y), s - PATCH))
-    img = ds.images[i]
-    w, h = ds.sizes[i]
-    split = {0: "train", 1: "valid", 2: "test"}[int(ds.split[i])]
-    chans = "RGBA" if ds.channels == 4 else "RGB"
-    info = (f"**{_fname(ds.items[i])}** — class **{ds.vocab[ds.labels[i]]}**, {split} split  \n"
-            f"original: {w}×{h} pixels, mode {ds.modes[i]} → stored as {s}×{s} {chans} uint8 (0-255)  \n"
-            f"<span class='la-note'>The table shows the {PATCH}×{PATCH} patch in the red box "
-            f"({' '.join(chans)} per pixel); each cell is coloured like its pixel.</span>")
-    return {"big": plots.enlarge(img, (x, y, PATCH)), "info": info,
-            "patch": plots.pixel_patch(img[y:y + PATCH, x:x + PATCH], x, y)}
-
-
-def augment_view(ctx: DataCtx, i: int, n: int = 11):
-    ds = ctx.ds
-    i = int(min(max(0, i), len(ds.items) - 1))
-    aug = models.Augment(**models.default_aug(ds.channels)).train()
-    x = torch.from_numpy(ds.images[i]).permute(2, 0, 1).float().div(255)[None].repeat(n, 1, 1, 1)
-    with torch.no_grad():
-        out = aug(x).permute(0, 2, 3, 1).numpy()
-    imgs = [ds.images[i]] + list(out)
-    titles = ["original"] + [f"augmented {k + 1}" for k in range(n)]
-    return plots.image_grid(imgs, titles, cols=6, size=1.7,
-                            suptitle=f"What training sees: random rotation, flip, zoom, shear and lighting ({_fname(ds.items[i])})")
-
-
-def data_md(ctx: DataCtx) -> str:
-    s, ds = ctx.summary, ctx.ds
-    chans = "RGBA (with transparency)" if s["channels"] == 4 else "RGB"
-    split = f"{s['n_train']:,} train / {s['n_valid']:,} valid" + (f" / {s['n_test']:,} test" if s["n_test"] else "")
-    how = "from its train/valid folders" if s["presplit"] else f"random {ds.valid_pct:.0%} held out, seed {ds.seed}"
-    lines = [f"### {html.escape(ctx.name)}",
-             f"**{s['n_images']:,} images** in **{s['n_classes']} classes** · {split} ({how}) · "
-             f"stored as {s['image_size']}×{s['image_size']} {chans}, {s['memory_mb']} MB in memory"]
-    if s["bad"]:
-        lines.append(f"**{len(s['bad'])} file(s) could not be used**: see *Files left out* below.")
-    for note in s["notes"][:8]:
-        lines.append(f"- {html.escape(note)}")
-    return "\n\n".join(lines)
-
-
-def data_views(ctx: DataCtx) -> dict:
-    v = {"data_md": data_md(ctx), "counts": plots.counts_bar(ctx.summary["counts"]),
-         "sizes": plots.sizes_table(ctx.summary), "bad": plots.bad_table(ctx.summary),
-         "cls": "(all classes)"}
-    v.update(gallery_view(ctx, "(all classes)", 1))
-    x, y = busy_patch(ctx.ds.images[0])
-    v.update(pixel_view(ctx, 0, x, y), px=x, py=y)
-    v["augment"] = augment_view(ctx, 0)
-    return v
-
-
-def ideal_views(ctx: DataCtx, kind: str = "l1", background: str = "checker") -> dict:
-    b = ctx.baseline(kind)
-    means = b["model"].means.numpy()
-    grey = ideal.grey(b["model"].means).numpy()
-    n_valid = {c: ctx.summary["counts"][c]["valid"] for c in ctx.ds.vocab}
-    acc = (f"### Nearest-ideal baseline ({kind.upper()}): **{b['accuracy']:.1%}** accuracy\n\n"
-           f"Each of the {b['n_valid']:,} validation images is given the class whose ideal image is closest "
-           f"({'mean absolute difference' if kind == 'l1' else 'root of the mean squared difference'} over every pixel "
-           f"and channel). The means come from {b['n_train']:,} training images; nothing is learned. "
-           f"Chance would be {1 / ctx.ds.c:.0%}.")
-    return {"ideal": plots.ideal_grid(means, ctx.ds.vocab, grey, background), "ideal_md": acc,
-            "ideal_table": plots.per_class_table(b["per_class"], n_valid),
-            "hist": plots.distance_hist(b["distances"], b["targs"], ctx.ds.vocab, kind)}
-
-
-def board_rows(sess: Session, ctx: DataCtx) -> list[dict]:
-    rows = []
-    for kind in ctx.computed():
-        b = ctx.baseline(kind)
-        rows.append({"name": f"pixel baseline ({kind.upper()})", "arch": "pixel", "accuracy": b["accuracy"],
-                     "seconds": b["seconds"], "n_params": 0, "epochs": None, "size": ctx.ds.size})
-    return rows + list(sess.board.values())
-
-
-def board_df(sess: Session, ctx: DataCtx) -> pd.DataFrame:
-    return plots.leaderboard(board_rows(sess, ctx))
-
-
-def _model_images(meta: dict, ds: datamod.Dataset, idx: np.ndarray) -> np.ndarray:
-    """The dataset's cached images in the form this model expects (channel count; size for the pixel model)."""
-    from .images import to_channels
-    imgs = ds.images[idx]
-    if meta["channels"] != ds.channels:
-        imgs = to_channels(imgs, meta["channels"])
-    if meta["arch"] == "pixel" and meta["data_size"] != ds.size:
-        raise gr.Error(f"This pixel model compares {meta['data_size']}px images, but the data is {ds.size}px: "
-                       f"reload the data with image size {meta['data_size']}.")
-    return imgs
-
-
-def evaluate_on(model, meta: dict, ctx: DataCtx) -> dict:
-    """Score a (saved) model on the current data's validation split."""
-    ds = ctx.ds
-    if list(meta["vocab"]) != list(ds.vocab):
-        raise gr.Error(f"This model knows {len(meta['vocab'])} classes ({', '.join(meta['vocab'][:4])}…) "
-                       f"but the loaded data has {ds.c} ({', '.join(ds.vocab[:4])}…): load matching data to evaluate it.")
-    idx = ds.idx("valid")
-    if not len(idx):
-        idx = ds.idx("test")
-    probs = evaluate.get_probs(model, _model_images(meta, ds, idx))
-    return evaluate.evaluate_probs(probs, ds.labels[idx], ds.vocab, ds.items, idx)
-
-
-def eval_views(res: dict, meta: dict, ctx: DataCtx, name: str, label: str) -> dict:
-    ds = ctx.ds
-    n_valid = {c: ctx.summary["counts"][c]["valid"] or ctx.summary["counts"][c]["test"] for c in ds.vocab}
-    tops = [(ds.images[t["index"]], f"{t['actual']} / {t['predicted']}\n{t['probability']:.2f} / {t['loss']:.2f}")
-            for t in res["top_losses"]]
-    worst = res["most_confused"][0] if res["most_confused"] else (ds.vocab[0], ds.vocab[0], 0)
-    arch = meta["arch"]
-    md = (f"### {html.escape(label)}\n\n**{res['accuracy']:.1%}** of {res['n']:,} validation images right · "
-          f"{models.DESCRIPTIONS.get(arch, arch)}")
-    v = {"eval_md": md, "cm": plots.confusion(res["confusion"]["matrix"], ds.vocab),
-         "eval_table": plots.per_class_table(res["per_class"], n_valid),
-         "confused": plots.most_confused_table(res["most_confused"][:12]), "tops": tops,
-         "actual": worst[0], "predicted": worst[1]}
-    v.update(cell_view(res, ctx, worst[0], worst[1]))
-    v["weights_visible"] = arch == "linear"
-    return v
-
-
-def linear_weights_view(model, meta: dict):
-    """A linear model's weight matrix (K, C*S*S) as one image per class."""
-    lin = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    if meta["arch"] != "linear" or not lin:
-        return None
-    w = lin[-1].weight.detach().float().cpu().numpy()
-    s, c = meta["size"], meta["channels"]
-    return plots.linear_weights(w.reshape(len(meta["vocab"]), c, s, s), meta["vocab"])
-
-
-def cell_view(res: dict, ctx: DataCtx, actual: str, predicted: str) -> dict:
-    ds = ctx.ds
-    if actual not in ds.vocab or predicted not in ds.vocab:
-        return {"cell": [], "cell_md": ""}
-    a, p = ds.vocab.index(actual), ds.vocab.index(predicted)
-    pos = np.flatnonzero((res["targs"] == a) & (res["preds"] == p))
-    items = [(ds.images[res["idx"][j]], f"{_stem(ds.items[res['idx'][j]], actual)}\np={res['probs'][j, p]:.2f}")
-             for j in pos[:CELL_MAX]]
-    what = "correctly classified" if a == p else f"predicted as **{predicted}**"
-    md = f"{len(pos)} validation image(s) of **{actual}** {what}" + (f" (showing {CELL_MAX})" if len(pos) > CELL_MAX else "")
-    return {"cell": items, "cell_md": md}
-
-
 # ============================================================================================= the app
 
 def _examples(vocab: list[str] | None) -> list[str]:
@@ -556,7 +236,7 @@ def _examples(vocab: list[str] | None) -> list[str]:
 def _predict_table(rows: list[dict]) -> pd.DataFrame:
     out = []
     for r in rows:
-        name = _fname(r["path"]) if r.get("path") else "(image)"
+        name = file_name(r["path"]) if r.get("path") else "(image)"
         if "error" in r:
             out.append((name, "—", None, f"error: {r['error']}"))
         else:
@@ -564,6 +244,11 @@ def _predict_table(rows: list[dict]) -> pd.DataFrame:
             out.append((name, r["label"], round(100 * top[0][1], 1),
                         ", ".join(f"{k} {100 * v:.0f}%" for k, v in top[1:3])))
     return pd.DataFrame(out, columns=["file", "predicted", "probability %", "next best"])
+
+
+def _page(v: dict):
+    """The gallery's page slider, from gallery_view's page and page count."""
+    return gr.update(value=v["page"], maximum=max(2, v["n_pages"]))
 
 
 def build_demo(model_dir: str | Path) -> gr.Blocks:
@@ -830,7 +515,7 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
                                                     f"{skipped[0][0]}: {skipped[0][1]}") from None
                         raise
                     ds.bad += [datamod.BadFile(f"(zip) {m}", why) for m, why in skipped]  # shown in 'Files left out'
-                    name = f"uploaded {_fname(zpath)}"
+                    name = f"uploaded {file_name(zpath)}"
                 elif choice == "folder on the server":
                     if not allow_folders:
                         raise gr.Error("Reading server folders is switched off for this app.")
@@ -866,7 +551,7 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
             choices = reg.choices(ctx)
             dflt = reg.default(ctx)
             return {sess: s, data_summary: v["data_md"], counts: v["counts"], sizes: v["sizes"], bad: v["bad"],
-                    cls: gr.update(choices=["(all classes)"] + ctx.ds.vocab, value="(all classes)"), page: v["page"],
+                    cls: gr.update(choices=["(all classes)"] + ctx.ds.vocab, value="(all classes)"), page: _page(v),
                     page_md: v["page_md"], gallery: v["gallery"], big: v["big"], info: v["info"], patch: v["patch"],
                     px: gr.update(maximum=ctx.ds.size - PATCH, value=v["px"]), py: gr.update(maximum=ctx.ds.size - PATCH, value=v["py"]),
                     aug_plot: v["augment"], ideal_plot: i["ideal"], ideal_md: i["ideal_md"], ideal_table: i["ideal_table"],
@@ -884,7 +569,7 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
 
         def on_page(s: Session, c, p):
             v = gallery_view(ctx_of(s), c, int(p or 1))
-            return v["gallery"], v["page"], v["page_md"]
+            return v["gallery"], _page(v), v["page_md"]
 
         cls.change(lambda s, c: on_page(s, c, 1), [sess, cls], [gallery, page, page_md], api_visibility="private",
                    show_progress="hidden")
@@ -1048,7 +733,10 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
                 return {}
             if name not in s.evals:
                 model, meta = reg.get(name, ctx)
-                res = ctx.baseline(name[len(BASE):])["eval"] if name.startswith(BASE) else evaluate_on(model, meta, ctx)
+                try:
+                    res = ctx.baseline(name[len(BASE):])["eval"] if name.startswith(BASE) else evaluate_on(model, meta, ctx)
+                except ViewError as e:
+                    raise gr.Error(str(e)) from None
                 s.evals[name] = (res, meta)
                 if not name.startswith(BASE):
                     mt = meta.get("metrics") or {}

@@ -107,7 +107,7 @@ def test_dataset_zip_refuses_paths_outside_its_folder(tmp_path, member):
     import zipfile
 
     from logoapp.data import DataError
-    from logoapp.ui import extract_zip
+    from logoapp.uploads import extract_zip
     z = tmp_path / "evil.zip"
     with zipfile.ZipFile(z, "w") as f:
         f.writestr("ok/a.png", b"x")
@@ -120,19 +120,19 @@ def test_dataset_zip_refuses_paths_outside_its_folder(tmp_path, member):
 def test_dataset_zip_unpacks_to_the_class_folders(tmp_path, monkeypatch):
     import zipfile
 
-    import logoapp.ui as ui
+    import logoapp.uploads as uploads
     z = tmp_path / "set.zip"
     with zipfile.ZipFile(z, "w") as f:
         for cls in ("cats", "dogs"):
             f.writestr(f"pets/{cls}/1.png", b"x")
         f.writestr("__MACOSX/pets/._cats", b"x")
-    root = ui.extract_zip(z, tmp_path / "out")
+    root = uploads.extract_zip(z, tmp_path / "out")
     assert root.name == "pets" and sorted(p.name for p in root.iterdir()) == ["cats", "dogs"]
-    monkeypatch.setattr(ui, "MAX_ZIP_BYTES", 10)
+    monkeypatch.setattr(uploads, "MAX_ZIP_BYTES", 10)
     with zipfile.ZipFile(tmp_path / "big.zip", "w") as f:
         f.writestr("a/1.png", b"x" * 100)
-    with pytest.raises(ui.datamod.DataError, match="more than"):
-        ui.extract_zip(tmp_path / "big.zip", tmp_path / "out2")
+    with pytest.raises(uploads.DataError, match="more than"):
+        uploads.extract_zip(tmp_path / "big.zip", tmp_path / "out2")
 
 
 @pytest.mark.slow

@@ -133,22 +133,22 @@ def _bomb_declared(tmp, mp):     # headers claim 3.75 GB: refused from the direc
 
 
 def _bomb_compressed(tmp, mp):   # 3 MB of zeros in a 3 kB zip, with the cap lowered to 1 MB
-    import logoapp.ui as ui
-    mp.setattr(ui, "MAX_ZIP_BYTES", 2**20)
+    import logoapp.uploads as uploads
+    mp.setattr(uploads, "MAX_ZIP_BYTES", 2**20)
     return make_zip(tmp / "in.zip", [("cats/a.png", png()), ("cats/b.png", bytes(3 * 2**20))])
 
 
 def _too_many(tmp, mp):          # more members than the cap: refused from the end record, before zipfile parses
-    import logoapp.ui as ui
-    mp.setattr(ui, "MAX_ZIP_FILES", 5)
+    import logoapp.uploads as uploads
+    mp.setattr(uploads, "MAX_ZIP_FILES", 5)
     z = make_zip(tmp / "in.zip", [(f"cats/{i}.png", png(0, i)) for i in range(6)])
     mp.setattr(zipfile, "ZipFile", _no_parse)
     return z
 
 
 def _long_directory(tmp, mp):    # few members but a huge central directory (long names): also refused unparsed
-    import logoapp.ui as ui
-    mp.setattr(ui, "MAX_ZIP_FILES", 5)
+    import logoapp.uploads as uploads
+    mp.setattr(uploads, "MAX_ZIP_FILES", 5)
     deep = "/".join(["d" * 200] * 12)
     z = make_zip(tmp / "in.zip", [(f"cats/{deep}/{i}.png", png()) for i in range(3)])
     mp.setattr(zipfile, "ZipFile", _no_parse)
@@ -190,7 +190,7 @@ HOSTILE = {
 def test_hostile_dataset_zip_is_refused_and_nothing_is_written(tmp_path, monkeypatch, case):
     """Refused with a clear DataError before a single byte lands in the folder, and nothing anywhere else."""
     from logoapp.data import DataError
-    from logoapp.ui import extract_zip
+    from logoapp.uploads import extract_zip
     build, message = HOSTILE[case]
     (tmp_path / "box").mkdir()
     zpath = build(tmp_path, monkeypatch)
@@ -209,7 +209,7 @@ def test_hostile_dataset_zip_is_refused_and_nothing_is_written(tmp_path, monkeyp
 @pytest.mark.parametrize("data", [b"", b"just text, not a zip", b"PK\x05\x06" + bytes(10)])
 def test_not_a_zip_is_a_clear_error(tmp_path, data):
     from logoapp.data import DataError
-    from logoapp.ui import extract_zip
+    from logoapp.uploads import extract_zip
     (tmp_path / "x.zip").write_bytes(data)
     with pytest.raises(DataError, match="not a zip"):
         extract_zip(tmp_path / "x.zip", tmp_path / "out")
@@ -218,7 +218,7 @@ def test_not_a_zip_is_a_clear_error(tmp_path, data):
 def test_symlink_members_are_skipped_with_a_reason(tmp_path):
     """A link member is never created (nor written as a file holding its target); a file 'through' a directory
     link lands inside the folder, not where the link points."""
-    from logoapp.ui import extract_zip
+    from logoapp.uploads import extract_zip
     outside = tmp_path / "outside"
     outside.mkdir()
     z = make_zip(tmp_path / "links.zip", [
@@ -238,7 +238,7 @@ def test_symlink_members_are_skipped_with_a_reason(tmp_path):
 
 
 def test_non_image_members_are_skipped_with_a_reason_and_never_written(tmp_path):
-    from logoapp.ui import extract_zip
+    from logoapp.uploads import extract_zip
     z = make_zip(tmp_path / "mixed.zip", [
         ("cats/a.png", png()), ("dogs/b.jpg", png(1)),
         ("cats/notes.txt", b"hello"), ("dogs/run.exe", b"MZ" + bytes(5000)), ("cats/logo.svg", b"<svg/>"),

@@ -1,0 +1,255 @@
+"""What the app shows, computed without Gradio: each view returns plain values keyed by component name, and
+the app turns them into component updates. DataCtx holds one loaded dataset and what is derived from it."""
+from __future__ import annotations
+
+import html
+import math
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import data as datamod
+from . import evaluate, ideal, models, plots, store
+
+if TYPE_CHECKING:
+    from .ui import Session
+
+PAGE = 30                       # thumbnails per gallery page (3 rows of 10)
+PATCH = 5                       # side of the pixel-value table
+CELL_MAX = 30                   # images shown for one confusion-matrix cell
+
+
+class ViewError(ValueError):
+    """A request the loaded data cannot answer, with a message for the user."""
+
+
+class DataCtx:
+    """One loaded dataset and what the UI derives from it; computed once, then only read (safe to share)."""
+
+    def __init__(self, ds: datamod.Dataset, name: str, tmpdir: str | None = None):
+        self.ds, self.name, self.tmpdir = ds, name, tmpdir
+        self.slug = store.safe_name(name)
+        self.summary = ds.summary()
+        self.by_class = {k: np.flatnonzero(ds.labels == k) for k in range(ds.c)}
+        rank = np.zeros(len(ds.labels), np.int64)
+        for idx in self.by_class.values():
+            rank[idx] = np.arange(len(idx))
+        self.mixed = np.lexsort((ds.labels, rank))  # 'all classes' browses round-robin: one of each class in turn
+        self._base: dict[str, dict] = {}
+        self._lock = threading.Lock()
+
+    def baseline(self, kind: str = "l1") -> dict:
+        """The pixel-similarity baseline (fit on train, scored on valid) with its full evaluation."""
+        with self._lock:
+            if kind not in self._base:
+                t = time.perf_counter()
+                b = ideal.baseline(self.ds, kind)
+                b["seconds"] = time.perf_counter() - t
+                idx = self.ds.idx("valid")
+                if not len(idx):
+                    idx = self.ds.idx("test")
+                probs = torch.softmax(torch.as_tensor(-b["distances"] / b["model"].temperature), 1)
+                b["eval"] = evaluate.evaluate_probs(probs, b["targs"], self.ds.vocab, self.ds.items, idx)
+                b["meta"] = {"arch": "pixel", "distance": kind, "vocab": self.ds.vocab, "size": self.ds.size,
+                             "data_size": self.ds.size, "channels": self.ds.channels, "n_params": 0,
+                             "metrics": {"accuracy": b["accuracy"], "per_class": b["per_class"], "seconds": b["seconds"]}}
+                self._base[kind] = b
+            return self._base[kind]
+
+    def computed(self) -> list[str]:
+        return list(self._base)
+
+
+def file_name(path: str) -> str:
+    return Path(path).name
+
+
+def caption_stem(path: str, cls: str = "") -> str:
+    """A file's name without extension and without a leading class name: short enough for a caption."""
+    st = Path(path).stem
+    return st[len(cls):].lstrip("_-. ") or st if cls and st.startswith(cls) else st
+
+
+def page_indices(ctx: DataCtx, cls: str, page: int) -> tuple[np.ndarray, int]:
+    idx = ctx.by_class[ctx.ds.vocab.index(cls)] if cls in ctx.ds.vocab else ctx.mixed
+    n_pages = max(1, math.ceil(len(idx) / PAGE))
+    page = min(max(1, int(page or 1)), n_pages)
+    return idx[(page - 1) * PAGE: page * PAGE], n_pages
+
+
+def gallery_view(ctx: DataCtx, cls: str, page: int) -> dict:
+    idx, n_pages = page_indices(ctx, cls, page)
+    page = min(max(1, int(page or 1)), n_pages)
+    ds = ctx.ds
+    one = cls in ds.vocab
+    items = [(ds.images[i], Path(ds.items[i]).stem if one else ds.vocab[ds.labels[i]]) for i in idx]
+    n = len(ctx.by_class[ds.vocab.index(cls)]) if one else len(ds.items)
+    return {"gallery": items, "page": page, "n_pages": n_pages,
+            "page_md": f"page {page} of {n_pages} · {n:,} images"}
+
+
+def busy_patch(img: np.ndarray) -> tuple[int, int]:
+    """Top-left corner of the most varied PATCH x PATCH window (an edge, not a flat area): a good first look."""
+    s = img.shape[0] - PATCH
+    best, at = -1.0, (s // 2, s // 2)
+    for y in range(0, s + 1, 3):
+        for x in range(0, s + 1, 3):
+            v = float(img[y:y + PATCH, x:x + PATCH].std())
+            if v > best:
+                best, at = v, (x, y)
+    return at
+
+
+def pixel_view(ctx: DataCtx, i: int, x: int, y: int) -> dict:
+    ds = ctx.ds
+    i = int(min(max(0, i), len(ds.items) - 1))
+    s = ds.size
+    x, y = int(min(max(0, x), s - PATCH)), int(min(max(0, y), s - PATCH))
+    img = ds.images[i]
+    w, h = ds.sizes[i]
+    split = {0: "train", 1: "valid", 2: "test"}[int(ds.split[i])]
+    chans = "RGBA" if ds.channels == 4 else "RGB"
+    info = (f"**{file_name(ds.items[i])}** — class **{ds.vocab[ds.labels[i]]}**, {split} split  \n"
+            f"original: {w}×{h} pixels, mode {ds.modes[i]} → stored as {s}×{s} {chans} uint8 (0-255)  \n"
+            f"<span class='la-note'>The table shows the {PATCH}×{PATCH} patch in the red box "
+            f"({' '.join(chans)} per pixel); each cell is coloured like its pixel.</span>")
+    return {"big": plots.enlarge(img, (x, y, PATCH)), "info": info,
+            "patch": plots.pixel_patch(img[y:y + PATCH, x:x + PATCH], x, y)}
+
+
+def augment_view(ctx: DataCtx, i: int, n: int = 11):
+    ds = ctx.ds
+    i = int(min(max(0, i), len(ds.items) - 1))
+    aug = models.Augment(**models.default_aug(ds.channels)).train()
+    x = torch.from_numpy(ds.images[i]).permute(2, 0, 1).float().div(255)[None].repeat(n, 1, 1, 1)
+    with torch.no_grad():
+        out = aug(x).permute(0, 2, 3, 1).numpy()
+    imgs = [ds.images[i]] + list(out)
+    titles = ["original"] + [f"augmented {k + 1}" for k in range(n)]
+    return plots.image_grid(imgs, titles, cols=6, size=1.7,
+                            suptitle=f"What training sees: random rotation, flip, zoom, shear and lighting ({file_name(ds.items[i])})")
+
+
+def data_md(ctx: DataCtx) -> str:
+    s, ds = ctx.summary, ctx.ds
+    chans = "RGBA (with transparency)" if s["channels"] == 4 else "RGB"
+    split = f"{s['n_train']:,} train / {s['n_valid']:,} valid" + (f" / {s['n_test']:,} test" if s["n_test"] else "")
+    how = "from its train/valid folders" if s["presplit"] else f"random {ds.valid_pct:.0%} held out, seed {ds.seed}"
+    lines = [f"### {html.escape(ctx.name)}",
+             f"**{s['n_images']:,} images** in **{s['n_classes']} classes** · {split} ({how}) · "
+             f"stored as {s['image_size']}×{s['image_size']} {chans}, {s['memory_mb']} MB in memory"]
+    if s["bad"]:
+        lines.append(f"**{len(s['bad'])} file(s) could not be used**: see *Files left out* below.")
+    for note in s["notes"][:8]:
+        lines.append(f"- {html.escape(note)}")
+    return "\n\n".join(lines)
+
+
+def data_views(ctx: DataCtx) -> dict:
+    v = {"data_md": data_md(ctx), "counts": plots.counts_bar(ctx.summary["counts"]),
+         "sizes": plots.sizes_table(ctx.summary), "bad": plots.bad_table(ctx.summary),
+         "cls": "(all classes)"}
+    v.update(gallery_view(ctx, "(all classes)", 1))
+    x, y = busy_patch(ctx.ds.images[0])
+    v.update(pixel_view(ctx, 0, x, y), px=x, py=y)
+    v["augment"] = augment_view(ctx, 0)
+    return v
+
+
+def ideal_views(ctx: DataCtx, kind: str = "l1", background: str = "checker") -> dict:
+    b = ctx.baseline(kind)
+    means = b["model"].means.numpy()
+    grey = ideal.grey(b["model"].means).numpy()
+    n_valid = {c: ctx.summary["counts"][c]["valid"] for c in ctx.ds.vocab}
+    acc = (f"### Nearest-ideal baseline ({kind.upper()}): **{b['accuracy']:.1%}** accuracy\n\n"
+           f"Each of the {b['n_valid']:,} validation images is given the class whose ideal image is closest "
+           f"({'mean absolute difference' if kind == 'l1' else 'root of the mean squared difference'} over every pixel "
+           f"and channel). The means come from {b['n_train']:,} training images; nothing is learned. "
+           f"Chance would be {1 / ctx.ds.c:.0%}.")
+    return {"ideal": plots.ideal_grid(means, ctx.ds.vocab, grey, background), "ideal_md": acc,
+            "ideal_table": plots.per_class_table(b["per_class"], n_valid),
+            "hist": plots.distance_hist(b["distances"], b["targs"], ctx.ds.vocab, kind)}
+
+
+def board_rows(sess: Session, ctx: DataCtx) -> list[dict]:
+    rows = []
+    for kind in ctx.computed():
+        b = ctx.baseline(kind)
+        rows.append({"name": f"pixel baseline ({kind.upper()})", "arch": "pixel", "accuracy": b["accuracy"],
+                     "seconds": b["seconds"], "n_params": 0, "epochs": None, "size": ctx.ds.size})
+    return rows + list(sess.board.values())
+
+
+def board_df(sess: Session, ctx: DataCtx) -> pd.DataFrame:
+    return plots.leaderboard(board_rows(sess, ctx))
+
+
+def _model_images(meta: dict, ds: datamod.Dataset, idx: np.ndarray) -> np.ndarray:
+    """The dataset's cached images in the form this model expects (channel count; size for the pixel model)."""
+    from .images import to_channels
+    imgs = ds.images[idx]
+    if meta["channels"] != ds.channels:
+        imgs = to_channels(imgs, meta["channels"])
+    if meta["arch"] == "pixel" and meta["data_size"] != ds.size:
+        raise ViewError(f"This pixel model compares {meta['data_size']}px images, but the data is {ds.size}px: "
+                       f"reload the data with image size {meta['data_size']}.")
+    return imgs
+
+
+def evaluate_on(model, meta: dict, ctx: DataCtx) -> dict:
+    """Score a (saved) model on the current data's validation split."""
+    ds = ctx.ds
+    if list(meta["vocab"]) != list(ds.vocab):
+        raise ViewError(f"This model knows {len(meta['vocab'])} classes ({', '.join(meta['vocab'][:4])}…) "
+                       f"but the loaded data has {ds.c} ({', '.join(ds.vocab[:4])}…): load matching data to evaluate it.")
+    idx = ds.idx("valid")
+    if not len(idx):
+        idx = ds.idx("test")
+    probs = evaluate.get_probs(model, _model_images(meta, ds, idx))
+    return evaluate.evaluate_probs(probs, ds.labels[idx], ds.vocab, ds.items, idx)
+
+
+def eval_views(res: dict, meta: dict, ctx: DataCtx, name: str, label: str) -> dict:
+    ds = ctx.ds
+    n_valid = {c: ctx.summary["counts"][c]["valid"] or ctx.summary["counts"][c]["test"] for c in ds.vocab}
+    tops = [(ds.images[t["index"]], f"{t['actual']} / {t['predicted']}\n{t['probability']:.2f} / {t['loss']:.2f}")
+            for t in res["top_losses"]]
+    worst = res["most_confused"][0] if res["most_confused"] else (ds.vocab[0], ds.vocab[0], 0)
+    arch = meta["arch"]
+    md = (f"### {html.escape(label)}\n\n**{res['accuracy']:.1%}** of {res['n']:,} validation images right · "
+          f"{models.DESCRIPTIONS.get(arch, arch)}")
+    v = {"eval_md": md, "cm": plots.confusion(res["confusion"]["matrix"], ds.vocab),
+         "eval_table": plots.per_class_table(res["per_class"], n_valid),
+         "confused": plots.most_confused_table(res["most_confused"][:12]), "tops": tops,
+         "actual": worst[0], "predicted": worst[1]}
+    v.update(cell_view(res, ctx, worst[0], worst[1]))
+    v["weights_visible"] = arch == "linear"
+    return v
+
+
+def linear_weights_view(model, meta: dict):
+    """A linear model's weight matrix (K, C*S*S) as one image per class."""
+    lin = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if meta["arch"] != "linear" or not lin:
+        return None
+    w = lin[-1].weight.detach().float().cpu().numpy()
+    s, c = meta["size"], meta["channels"]
+    return plots.linear_weights(w.reshape(len(meta["vocab"]), c, s, s), meta["vocab"])
+
+
+def cell_view(res: dict, ctx: DataCtx, actual: str, predicted: str) -> dict:
+    ds = ctx.ds
+    if actual not in ds.vocab or predicted not in ds.vocab:
+        return {"cell": [], "cell_md": ""}
+    a, p = ds.vocab.index(actual), ds.vocab.index(predicted)
+    pos = np.flatnonzero((res["targs"] == a) & (res["preds"] == p))
+    items = [(ds.images[res["idx"][j]], f"{caption_stem(ds.items[res['idx'][j]], actual)}\np={res['probs'][j, p]:.2f}")
+             for j in pos[:CELL_MAX]]
+    what = "correctly classified" if a == p else f"predicted as **{predicted}**"
+    md = f"{len(pos)} validation image(s) of **{actual}** {what}" + (f" (showing {CELL_MAX})" if len(pos) > CELL_MAX else "")
+    return {"cell": items, "cell_md": md}
