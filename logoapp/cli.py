@@ -7,7 +7,6 @@ import math
 import os
 import sys
 import threading
-from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 

@@ -144,12 +144,18 @@ def resnet_body(name: str, n_in: int, n_out: int, weights: Path | None) -> nn.Mo
     return create_vision_model(arch, n_out, pretrained=weights is not None, cut=-2, n_in=n_in)
 
 
+def default_size(name: str, data_size: int) -> int:
+    """The input size a model gets when none is asked for: its default, but never above the data's own size
+    (a cnn on 32 px photos sees 32 px, not an upsampled 64)."""
+    return min(DEFAULTS[name]["size"] or data_size, data_size)
+
+
 def build(name: str, channels: int, n_out: int, data_size: int, size: int | None = None, mean=None, std=None,
           aug: dict | None = None, pretrained: bool = True, folder=None) -> tuple[nn.Module, dict]:
     """A fresh model by name and what was decided while building it (input size, weights used)."""
     if name not in TRAINABLE:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(TRAINABLE)}")
-    size = size or DEFAULTS[name]["size"] or data_size
+    size = size or default_size(name, data_size)
     info = {"arch": name, "size": size, "pretrained": False, "weights_note": ""}
     n_feat = channels * size * size
     if name == "linear":

@@ -6,7 +6,7 @@ import random
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -33,7 +33,7 @@ class TrainConfig:
     epochs: int | None = None     # None: the model's default (models.DEFAULTS)
     lr: float | None = None
     bs: int = 64
-    size: int | None = None       # model input size; None: the model's default
+    size: int | None = None       # model input size; None: the model's default, at most the data's (models.default_size)
     aug: bool | None = None       # None: on for image models (cnn, resnet), off for linear/mlp
     seed: int = 42
     wd: float = 0.01
@@ -41,7 +41,7 @@ class TrainConfig:
     def resolved(self) -> "TrainConfig":
         """Fill model defaults in."""
         d = M.DEFAULTS[self.model]
-        return TrainConfig(self.model, self.epochs or d["epochs"], self.lr or d["lr"], self.bs, self.size or d["size"],
+        return TrainConfig(self.model, self.epochs or d["epochs"], self.lr or d["lr"], self.bs, self.size,
                            d["aug"] if self.aug is None else self.aug, self.seed, self.wd)
 
 

@@ -87,6 +87,7 @@ class Session:
         self.stop = threading.Event()
         self.sel = 0
         self.running = False
+        self.imported: str | None = None  # the model the last import added
 
     def __deepcopy__(self, memo):  # gr.State copies its initial value per session: give each a fresh one
         return Session()
@@ -233,6 +234,14 @@ def _examples(vocab: list[str] | None) -> list[str]:
     return [str(p) for p in files if any(p.stem.startswith(c) for c in vocab)]
 
 
+def _model_examples(reg: "Registry", name: str | None, ctx: DataCtx | None) -> list[str]:
+    """The example crests a picked model knows the classes of (none for a model of other classes)."""
+    try:
+        return _examples(reg.get(name, ctx)[1]["vocab"]) if name else []
+    except gr.Error:
+        return []
+
+
 def _predict_table(rows: list[dict]) -> pd.DataFrame:
     out = []
     for r in rows:
@@ -244,6 +253,21 @@ def _predict_table(rows: list[dict]) -> pd.DataFrame:
             out.append((name, r["label"], round(100 * top[0][1], 1),
                         ", ".join(f"{k} {100 * v:.0f}%" for k, v in top[1:3])))
     return pd.DataFrame(out, columns=["file", "predicted", "probability %", "next best"])
+
+
+def unopened(img: gr.Image) -> gr.Image:
+    """Make an image input hand its handler the uploaded file's path without Gradio opening it first: logoapp's own
+    pipeline then decodes it and says what is wrong with a bad file (Gradio's check raises a raw Pillow error). An
+    instance attribute rather than a subclass: Gradio writes a .pyi stub beside any module that defines a component."""
+    gradio_preprocess = img.preprocess
+
+    def preprocess(payload):
+        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
+            return str(payload.path)
+        return gradio_preprocess(payload)
+
+    img.preprocess = preprocess
+    return img
 
 
 def _page(v: dict):
@@ -265,8 +289,8 @@ def build_demo(model_dir: str | Path) -> gr.Blocks:
                     + ". Drop an image to classify it.", elem_id="la-header")
         with gr.Row():
             with gr.Column():
-                img = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath", image_mode=None,
-                               label="Image", format="png", height=340, elem_id="predict-image")
+                img = unopened(gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath", image_mode=None,
+                                        label="Image", format="png", height=340, elem_id="predict-image"))
                 ex = _examples(meta["vocab"])
                 if ex:
                     gr.Examples(ex, inputs=img, label="Example crests", api_visibility="private")
@@ -378,7 +402,7 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
                     dist = gr.Radio([("L1: mean absolute difference", "l1"), ("RMSE: root mean squared error", "rmse")],
                                     value="l1", label="Distance")
                     bg = gr.Radio([("checkerboard", "checker"), ("white", "white")], value="checker",
-                                  label="Show transparency on")
+                                  label="Show transparency on", visible=ds0.channels == 4)
                 ideal_plot = gr.Plot(iv["ideal"], format="png", show_label=False, elem_id="ideal-plot")
                 with gr.Row(equal_height=False):
                     ideal_md = gr.Markdown(iv["ideal_md"])
@@ -396,7 +420,7 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
                         with gr.Row(equal_height=False, elem_classes="la-align-end"):
                             lr = gr.Number(value=d0["lr"], label="Learning rate", minimum=0, step=1e-4, elem_id="lr", scale=2)
                             lr_btn = gr.Button("Find LR", scale=1, min_width=90, elem_classes="la-inline-btn")
-                        tsize = gr.Slider(16, 256, value=d0["size"], step=8, label="Input size (pixels the model sees)",
+                        tsize = gr.Slider(16, 256, value=models.default_size("cnn", ds0.size), step=8, label="Input size (pixels the model sees)",
                                           elem_id="size")
                         with gr.Row():
                             bs = gr.Dropdown([16, 32, 64, 128, 256], value=st.bs, label="Batch size", min_width=100)
@@ -439,7 +463,8 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
                             "about. Caption: **actual / predicted / probability / loss**.")
                 tops = gr.Gallery(ev["tops"], columns=8, height="auto", format="png", allow_preview=True,
                                   object_fit="contain", show_label=False, elem_id="top-losses", elem_classes="la-captions")
-                gr.Markdown("### Look inside a cell of the confusion matrix")
+                gr.Markdown("### Look inside a cell of the confusion matrix\nPick its actual and predicted class, or "
+                            "click a row of *Most confused*.")
                 with gr.Row():
                     actual = gr.Dropdown(ds0.vocab, value=ev["actual"], label="Actual class")
                     predicted = gr.Dropdown(ds0.vocab, value=ev["predicted"], label="Predicted class")
@@ -459,12 +484,13 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
                     with gr.Column():
                         pmodel = gr.Dropdown(reg.choices(ctx0), value=default_model, label="Model", elem_id="predict-model",
                                              allow_custom_value=True)
-                        pimg = gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath", image_mode=None,
-                                        label="Drop, upload, paste or snap an image", format="png", height=320,
-                                        elem_id="predict-image")
+                        pimg = unopened(gr.Image(sources=["upload", "webcam", "clipboard"], type="filepath",
+                                                 image_mode=None, label="Drop, upload, paste or snap an image",
+                                                 format="png", height=320, elem_id="predict-image"))
                         ex = _examples(None)
-                        if ex:
-                            gr.Examples(ex, inputs=pimg, label="Example crests", examples_per_page=8)
+                        with gr.Column(visible=bool(_model_examples(reg, default_model, ctx0))) as pex:
+                            if ex:
+                                gr.Examples(ex, inputs=pimg, label="Example crests", examples_per_page=8)
                     with gr.Column():
                         plabel = gr.Label(num_top_classes=5, label="Prediction", elem_id="predict-label")
                         pinfo = gr.Markdown("", elem_classes="la-note")
@@ -489,7 +515,7 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
 
         data_outputs = [sess, data_summary, counts, sizes, bad, cls, page, page_md, gallery, big, info, patch, px, py,
                         aug_plot, ideal_plot, ideal_md, ideal_table, hist, dist, emodel, pmodel, eval_md, cm, eval_table,
-                        confused, tops, actual, predicted, cell_md, cell, wgroup, board1, board2, tsize, result]
+                        confused, tops, actual, predicted, cell_md, cell, wgroup, board1, board2, tsize, bg, pex, result]
 
         def on_load(s: Session, source, folder_path, zip_file, size, valid_fraction, seed, progress=gr.Progress()):
             """Load the chosen dataset into this session and refresh every tab."""
@@ -561,7 +587,8 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
                     actual: gr.update(choices=ctx.ds.vocab, value=e["actual"]),
                     predicted: gr.update(choices=ctx.ds.vocab, value=e["predicted"]), cell_md: e["cell_md"],
                     cell: e["cell"], wgroup: gr.update(visible=False), board1: board_df(s, ctx), board2: board_df(s, ctx),
-                    tsize: gr.update(value=models.DEFAULTS["cnn"]["size"] or ctx.ds.size),
+                    tsize: gr.update(value=models.default_size("cnn", ctx.ds.size)), bg: gr.update(visible=ctx.ds.channels == 4),
+                    pex: gr.update(visible=bool(_model_examples(reg, dflt, ctx))),
                     result: f"Loaded **{html.escape(ctx.name)}**: {len(ctx.ds.items):,} images, {ctx.ds.c} classes."}
 
         load_btn.click(on_load, [sess, source, path, zfile, opt_size, opt_valid, opt_seed], data_outputs,
@@ -591,8 +618,9 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
             v = pixel_view(ctx_of(s), s.sel, x, y)
             return v["big"], v["patch"]
 
-        px.release(on_patch, [sess, px, py], [big, patch], api_visibility="private", show_progress="hidden")
-        py.release(on_patch, [sess, px, py], [big, patch], api_visibility="private", show_progress="hidden")
+        # change, not release: arrow keys and typed values move the patch too
+        gr.on([px.change, py.change], on_patch, [sess, px, py], [big, patch], api_visibility="private",
+              show_progress="hidden", trigger_mode="always_last")
         aug_btn.click(lambda s: augment_view(ctx_of(s), s.sel), sess, aug_plot, api_visibility="private")
 
         # ============================================================================== handlers: Ideal
@@ -610,7 +638,7 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
         # ============================================================================== handlers: Train
         def on_arch(a, s: Session):
             d = models.DEFAULTS[a]
-            return (models.DESCRIPTIONS[a], d["epochs"], d["lr"], d["size"] or ctx_of(s).ds.size, d["aug"])
+            return (models.DESCRIPTIONS[a], d["epochs"], d["lr"], models.default_size(a, ctx_of(s).ds.size), d["aug"])
 
         arch.change(on_arch, [arch, sess], [arch_md, epochs, lr, tsize, aug], api_visibility="private",
                     show_progress="hidden")
@@ -813,6 +841,9 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
         gr.on([pimg.change, pmodel.change], on_predict_note, [pimg, pmodel, sess], pinfo, api_visibility="private",
               show_progress="hidden")
 
+        pmodel.change(lambda m, s: gr.update(visible=bool(_model_examples(reg, m, ctx_of(s)))), [pmodel, sess], pex,
+                      api_visibility="private", show_progress="hidden")
+
         def on_many(files, model, s: Session):
             """Classify several image files: a table of file, predicted class, probability and runners-up."""
             name = model
@@ -842,7 +873,7 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
             """Add a model .zip exported by logoapp to the models folder."""
             zpath = zip_file
             if not zpath:
-                return gr.skip(), gr.skip(), gr.skip()
+                return gr.skip()
             try:  # count members from the end record first: zipfile would parse a huge directory before any check
                 n, dir_bytes = zip_directory(zpath)
             except ValueError as e:
@@ -853,16 +884,25 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
             try:  # store.import_zip checks sizes, the checksum, and loads the weights with weights_only=True
                 dest = store.import_zip(zpath, folder)
             except store.ModelError as e:
-                raise gr.Error(str(e)) from None
+                msg = str(e)
+                raise gr.Error(msg[:1].upper() + msg[1:]) from None
             except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, TypeError) as e:
                 # a corrupt member (bad CRC), an encrypted one, a model.json nested too deep, a non-text name...
                 raise gr.Error(f"Not a usable model zip ({type(e).__name__}: {str(e)[:200]}).") from None
             m = store.read_meta(dest)
-            choices = reg.choices(ctx_of(s))
-            return (f"Imported **{dest.name}** ({m['arch']}, {len(m['vocab'])} classes) into `{folder}`.",
-                    gr.update(choices=choices, value=dest.name), gr.update(choices=choices, value=dest.name))
+            s.imported = dest.name
+            return f"Imported **{dest.name}** ({m['arch']}, {len(m['vocab'])} classes) into `{folder}`."
 
-        import_file.upload(on_import, [sess, import_file], [import_md, pmodel, emodel], api_name="import_model")
+        def on_imported(s: Session):
+            """After a successful import only (a refused zip leaves both pickers as they were): select the new model."""
+            if not s.imported:
+                return gr.skip(), gr.skip()
+            name, s.imported = s.imported, None
+            choices = reg.choices(ctx_of(s))
+            return gr.update(choices=choices, value=name), gr.update(choices=choices, value=name)
+
+        import_file.upload(on_import, [sess, import_file], import_md, api_name="import_model").success(
+            on_imported, sess, [pmodel, emodel], api_visibility="private", show_progress="hidden")
 
         def on_models_tab(s: Session, e_val, p_val):
             choices = reg.choices(ctx_of(s))

@@ -33,7 +33,7 @@ class DataCtx:
 
     def __init__(self, ds: datamod.Dataset, name: str, tmpdir: str | None = None):
         self.ds, self.name, self.tmpdir = ds, name, tmpdir
-        self.slug = store.safe_name(name)
+        self.slug = store.safe_name(Path(name).name if "/" in name else name)  # a folder path: its own name
         self.summary = ds.summary()
         self.by_class = {k: np.flatnonzero(ds.labels == k) for k in range(ds.c)}
         rank = np.zeros(len(ds.labels), np.int64)

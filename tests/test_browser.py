@@ -124,6 +124,19 @@ def test_upload_a_crest_and_read_the_prediction(page):
     shot(page, "predict")
 
 
+def test_a_file_that_is_not_an_image_gets_a_clear_message(page, tmp_path):
+    tab(page, "predict")
+    fake = tmp_path / "notes.png"
+    fake.write_text("shopping list: eggs, milk\n" * 20)
+    clear = page.locator("#predict-image button[aria-label=Clear]")
+    if clear.count():
+        clear.first.click()
+    page.set_input_files("#predict-image input[type=file]", str(fake))
+    toast = page.locator(".toast-body").first
+    expect(toast).to_contain_text("Cannot use this image: not an image: a text file", timeout=30_000)
+    page.locator(".toast-close").first.click()
+
+
 def test_train_one_epoch_updates_progress_and_plots(page):
     tab(page, "train")
     set_number(page, "#epochs", 1)

@@ -433,6 +433,10 @@ def test_model_zip_import_refusals_over_http(full, tmp_path):
     msg = app_error(lambda: c.predict(handle_file(str(tmp_path / "junk.zip")), api_name="/import_model"))
     assert "Not a model zip" in msg, msg
     assert sorted(p.name for p in full.models.iterdir()) == before, "a refused zip added a model"
+    from logoapp import store
+    good = store.export_zip(pixel_model(tmp_path / "pixel-good"))  # and a real export is taken in
+    assert "Imported **pixel-good**" in c.predict(handle_file(str(good)), api_name="/import_model")
+    assert "pixel-good" in [p.name for p in full.models.iterdir()]
     c.close()
 
 

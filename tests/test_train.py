@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from conftest import make_folder
+from logoapp import models as M
 from logoapp import train as T
 from logoapp.data import open_dataset
 from logoapp.predict import Predictor
@@ -154,7 +155,9 @@ def test_lr_find(ds):
 
 def test_config_defaults_resolved():
     c = TrainConfig("cnn").resolved()
-    assert c.epochs and c.lr and c.size == 64 and c.aug is True
+    assert c.epochs and c.lr and c.size is None and c.aug is True  # the size is decided with the data in hand
+    assert [M.default_size("cnn", n) for n in (140, 64, 32)] == [64, 64, 32]  # never upsampled past the data
+    assert M.default_size("linear", 140) == 140 and M.default_size("resnet18", 48) == 48
     c = TrainConfig("linear", epochs=2, lr=0.1, aug=True).resolved()
     assert (c.epochs, c.lr, c.size, c.aug) == (2, 0.1, None, True)
 

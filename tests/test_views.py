@@ -33,3 +33,11 @@ def test_evaluating_a_model_on_other_classes_is_refused_with_a_reason(tiny4):
     meta = {"vocab": ["cats", "dogs"], "channels": 4, "arch": "cnn", "data_size": 16}
     with pytest.raises(ViewError, match="knows 2 classes"):
         evaluate_on(None, meta, ctx)
+
+
+def test_importing_the_app_writes_nothing_into_the_package():
+    """Gradio writes a .pyi stub beside any module that defines a component class: the app must define none."""
+    from pathlib import Path
+
+    import logoapp.ui
+    assert not list(Path(logoapp.ui.__file__).parent.glob("*.pyi"))
