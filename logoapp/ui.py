@@ -816,13 +816,13 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
         def on_predict(image, model, s: Session):
             """Classify one image with the chosen model (default: the newest trained one, else the pixel baseline):
             returns {label: probability}, most likely first."""
-            if image is None:
-                return None
-            p = predictor(s, model or reg.default(ctx_of(s)))
             try:
-                return p.predict(image)
+                return classify(image, model, s)
             except ImageError as e:
                 raise gr.Error(f"Cannot use this image: {e}") from None
+
+        def classify(image, model, s: Session) -> dict | None:
+            return None if image is None else predictor(s, model or reg.default(ctx_of(s))).predict(image)
 
         def on_predict_note(image, model, s: Session):
             if image is None:
@@ -836,8 +836,17 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
             return (f"Input {h.width}×{h.height} {h.mode} ({h.format}) → resized to {n}×{n} "
                     f"{'RGBA' if meta['channels'] == 4 else 'RGB'}, exactly as in training.")
 
-        gr.on([pimg.change, pmodel.change], on_predict, [pimg, pmodel, sess], plabel, api_name="predict",
-              concurrency_id="predict", concurrency_limit=4, show_progress="minimal")
+        def on_repredict(image, model, s: Session):
+            """Another model picked (or trained): classify the image again; one it could not use is not reported again."""
+            try:
+                return classify(image, model, s)
+            except ImageError:
+                return None
+
+        pimg.change(on_predict, [pimg, pmodel, sess], plabel, api_name="predict", concurrency_id="predict",
+                    concurrency_limit=4, show_progress="minimal")
+        pmodel.change(on_repredict, [pimg, pmodel, sess], plabel, api_visibility="private", concurrency_id="predict",
+                      show_progress="minimal")
         gr.on([pimg.change, pmodel.change], on_predict_note, [pimg, pmodel, sess], pinfo, api_visibility="private",
               show_progress="hidden")
 

@@ -65,7 +65,8 @@ def idle(pg, timeout: float = 60) -> None:
     """Wait until no Gradio status tracker shows a pending job."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not pg.locator("[data-testid=status-tracker].pending, .wrap.pending").count():
+        if (not pg.locator("[data-testid=status-tracker].pending, .wrap.pending").count()
+                and not pg.get_by_text(re.compile(r"^processing \|")).count()):  # an output still being computed
             return
         pg.wait_for_timeout(200)
 
@@ -134,7 +135,13 @@ def test_a_file_that_is_not_an_image_gets_a_clear_message(page, tmp_path):
     page.set_input_files("#predict-image input[type=file]", str(fake))
     toast = page.locator(".toast-body").first
     expect(toast).to_contain_text("Cannot use this image: not an image: a text file", timeout=30_000)
-    page.locator(".toast-close").first.click()
+    idle(page)
+    for _ in range(10):  # close every toast, so none covers a later screenshot
+        if not page.locator(".toast-close").count():
+            break
+        page.locator(".toast-close").first.click()
+        page.wait_for_timeout(300)
+    expect(page.locator(".toast-body")).to_have_count(0)
 
 
 def test_train_one_epoch_updates_progress_and_plots(page):
