@@ -8,7 +8,7 @@ from pathlib import Path
 
 @dataclass
 class Settings:
-    size: int = 140            # crests are 140x140; photos are squished to this square
+    size: int = 140            # crests are 140x140: the most a dataset is stored at unless a size is given
     valid_pct: float = 0.2     # the fast.ai book's default hold-out fraction
     seed: int = 42             # same seed -> same split, same synthetic set, same CPU metrics
     bs: int = 64               # fits comfortably in RAM and keeps 2-core CPUs busy

@@ -321,6 +321,7 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
     folder = Path(models_dir or default_models_dir())
     reg = Registry(folder)
     st = Settings()
+    size0 = size  # what start-up asked for (None: fitted); on_load's own `size` is the slider's value
     try:
         ds0 = datamod.resolve(data, size=size, progress=progress or _cli_progress("preparing the data"))
     except datamod.DataError as e:
@@ -551,7 +552,7 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
                 elif choice == START:
                     ds, name = None, ctx0.name
                 elif (data in (None, "", "embedded") and float(valid_fraction) == ds0.valid_pct
-                      and (want or datamod.fit_size([max(wh) for wh in ds0.sizes], st.size)) == ds0.size
+                      and (want == ds0.size or (want is None and size0 is None))  # the same request as start-up
                       and int(seed or 0) == ds0.seed):
                     ds, name = None, ctx0.name       # the start-up set again: share it instead of a second copy
                 else:

@@ -136,6 +136,25 @@ def test_dataset_zip_unpacks_to_the_class_folders(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+def test_loading_the_start_up_set_again_shares_it(tmp_path, monkeypatch):
+    """The Data tab's Load with the start-up request (size 0, or the stored size) reuses the start-up dataset;
+    another size opens a copy of the session's own."""
+    from app_server import shared_cache
+
+    from logoapp.ui import Session, build_app
+    monkeypatch.setenv("LOGOAPP_CACHE", str(shared_cache()))
+    monkeypatch.setenv("LOGOAPP_MODELS", str(tmp_path / "models"))
+    app = build_app(None, progress=lambda *a: None)
+    load = next(f.fn for f in app.fns.values() if f.api_name == "load_data")
+    s, quiet = Session(), (lambda *a, **k: None)
+    for size in (0, 140):
+        load(s, "embedded crests", "", None, size, 0.2, 42, progress=quiet)
+        assert s.ctx is None, size  # None: the session uses the shared start-up set
+    load(s, "embedded crests", "", None, 64, 0.2, 42, progress=quiet)
+    assert s.ctx is not None and s.ctx.ds.size == 64
+
+
+@pytest.mark.slow
 def test_app_builds_for_a_small_rgb_folder(tmp_path, monkeypatch):
     """Few images, no alpha, odd sizes: every view is drawn without error and the API is the full one."""
     from PIL import Image
