@@ -1,33 +1,33 @@
 """Dataset audit on the uint8 cache: duplicates and leakage, label issues by confident learning, class balance and
-odd images, as plain data (dataclasses with to_json()). The fix log that acts on the findings is fixes.py.
+odd images, as plain data (dataclasses; AuditReport.to_json()). fixes.py acts on the findings.
 
-Near-duplicates, in three steps. (1) Each image is seen as grey views: over black, over white and its colour
-channels alone (a transparent logo then matches a copy flattened onto white or black, or saved with its alpha
-dropped); per view a 16 px thumbnail (coarse) and the gradients of a 48 px one (fine), each centred and of unit
-length, distances 1 - cosine (best view). The NEIGHBOURS nearest images by coarse distance are the candidates.
-(2) A candidate must be within HAMMING_MAX of 63 bits of the image's pHash (signs of the 8x8 lowest DCT
-frequencies of the 32 px thumbnail against their median; Zauner 2010). (3) Then either its fine distance is at
-most FINE_MAX (the same picture resized, re-encoded or recoloured) or its coarse distance is at most CROP_SHARE of
-the data's median nearest-neighbour distance (slightly cropped: where distinct images are far apart, as photos
-are; 300 renders of one crest are not, so there only the fine check applies). Measured (benchmarks/audit.py, 3,000
-crests): resized JPEG and recoloured copies within 0.006 fine, distinct crests of one club 0.026 or more apart."""
+Copies. Exact: the same cached pixels. Near: each image is seen over black, over white and without its alpha (a
+transparent logo matches a copy flattened onto either or saved without alpha); per view a 63-bit pHash (DCT of a
+32 px grey thumbnail; Zauner 2010), a 4x4 colour thumbnail, a 16 px grey thumbnail (coarse) and the gradients of a
+48 px one (fine), distances 1 - cosine. Of each image's NEIGHBOURS nearest (coarse), a copy is within HAMMING_MAX
+bits and COLOUR_MAX, and within FINE_MAX fine (resized, re-encoded, recoloured) or within CROP_SHARE of the data's
+median nearest-neighbour distance coarse (slightly cropped; only where distinct pictures lie far apart, as photos
+do, unlike 300 renders of one crest). Measured on 3,000 crests (benchmarks/audit.py): resized JPEG and recoloured
+copies within 0.0033 fine (recoloured photo-like scenes 0.013); distinct crests 0.016 at least, 0.04 but for 0.1%."""
 from __future__ import annotations
 
 import hashlib
 import time
+import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .images import _premultiply  # exact, and fast on mostly opaque or clear pixels
+
 SPLITS = ("train", "valid", "test")
 NEIGHBOURS = 10       # candidates per image: more than any realistic copy count, few enough to check cheaply
-HAMMING_MAX = 10      # of 63 pHash bits: copies of crests are within 6, unrelated pictures ~30 apart
-FINE_MAX = 0.015      # 1 - cosine of 48 px gradient maps; see the module docstring for the measured margins
-COLOUR_MAX = 40.0     # colour difference (0-255) of 4 x 4 thumbnails, worst cell: slight recolouring <= 27, red
-                      # for green 100+
+HAMMING_MAX = 10      # of 63 pHash bits: copies of crests within 4, unrelated pictures ~31 apart
+FINE_MAX = 0.015      # 1 - cosine of 48 px gradient maps; measured margins in the module docstring
+COLOUR_MAX = 40.0     # worst cell of 4x4 colour thumbnails (0-255): slight recolouring <= 27, red for green 100+
 COARSE_GATE = 0.02    # the fine check runs only on pairs this close on coarse thumbnails (copies: <= 0.007)
 CROP_SHARE = 0.05     # a cropped copy must be 20x closer than images usually are to their nearest neighbour
 CROP_MAX = 0.02       # ... and never further than this coarse distance
@@ -47,25 +47,19 @@ Progress = Callable[[int, int, str], object]
 @dataclass
 class Group:
     """Copies of one picture, exact (same cached pixels) or near; `distance`: the largest pHash Hamming distance (of
-    63 bits) along the pairs that joined the group; `indices`: positions in the dataset."""
+    63 bits) along the pairs that joined the group; `indices`: positions in the dataset; `conflict`: filed under
+    different classes, a sure label conflict."""
     paths: list[str]
     classes: list[str]
     splits: list[str]
     exact: bool
     distance: int
     indices: list[int]
+    cross_split: bool = field(init=False)
+    conflict: bool = field(init=False)
 
-    @property
-    def cross_split(self) -> bool:
-        return len(set(self.splits)) > 1
-
-    @property
-    def conflict(self) -> bool:
-        """Copies filed under different classes: a sure label conflict."""
-        return len(set(self.classes)) > 1
-
-    def to_json(self) -> dict:
-        return {**asdict(self), "cross_split": self.cross_split, "conflict": self.conflict}
+    def __post_init__(self):
+        self.cross_split, self.conflict = len(set(self.splits)) > 1, len(set(self.classes)) > 1
 
 
 @dataclass
@@ -108,10 +102,8 @@ class AuditReport:
 
     def to_json(self) -> dict:
         """One JSON-ready object (plain lists, dicts, numbers and strings)."""
-        return {"root": self.root, "n_images": self.n_images, "duplicates": [g.to_json() for g in self.duplicates],
-                "cross_split": self.cross_split, "conflicts": sum(g.conflict for g in self.duplicates),
-                "label_issues": [asdict(s) for s in self.label_issues], "labels": self.labels,
-                "imbalance": self.imbalance, "odd": [asdict(o) for o in self.odd], "leakage": self.leakage,
+        out = {k: v for k, v in asdict(replace(self, probs=None)).items() if k != "probs"}
+        return {**out, "cross_split": self.cross_split, "conflicts": sum(g.conflict for g in self.duplicates),
                 "seconds": round(self.seconds, 2), "timings": {k: round(v, 2) for k, v in self.timings.items()}}
 
 
@@ -119,28 +111,26 @@ class AuditReport:
 
 def _dct(n: int) -> torch.Tensor:
     """Orthonormal DCT-II matrix (n, n)."""
-    k, i = torch.arange(n)[:, None].double(), torch.arange(n)[None].double()
-    m = torch.cos(torch.pi * (2 * i + 1) * k / (2 * n)) * (2 / n) ** 0.5
-    m[0] /= 2 ** 0.5
-    return m.float()
+    m = torch.cos(torch.pi * (2 * torch.arange(n)[None] + 1) * torch.arange(n)[:, None] / (2 * n)) * (2 / n) ** 0.5
+    return torch.cat([m[:1] / 2 ** 0.5, m[1:]]).float()
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
-    x = x.flatten(1)
-    x = x - x.mean(1, keepdim=True)
+    x = x.flatten(1) - x.flatten(1).mean(1, keepdim=True)
     return x / x.norm(dim=1, keepdim=True).clamp(min=1e-6)
 
 
-def _views(x: torch.Tensor, size: int = 64) -> torch.Tensor:
+def _views(x: np.ndarray, size: int = 64) -> torch.Tensor:
     """uint8 (n, H, W, C) -> colour views (n, V, 3, size, size) in 0-255: when C is 4, over black, over white, and
-    the colour channels alone (what a copy saved with its transparency dropped shows). Shrunk first, on the uint8
-    grid (torch's SIMD kernel: 10x cheaper than in float), then composited."""
-    p = F.interpolate(x.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", antialias=True,
-                      align_corners=False).float()
+    the colour channels alone (what a copy saved with its transparency dropped shows). Shrunk on the uint8 grid
+    (torch's SIMD kernel, 10x cheaper than in float), premultiplied first so that shrinking and compositing
+    commute (no dark fringe where transparent pixels' colour would bleed in)."""
+    down = lambda a: F.interpolate(torch.from_numpy(a).permute(0, 3, 1, 2), size=(size, size), mode="bilinear",
+                                   antialias=True, align_corners=False).float()
     if x.shape[-1] != 4:
-        return p[:, None]
-    a = p[:, 3:] / 255
-    return torch.stack([p[:, :3] * a, p[:, :3] * a + 255 * (1 - a), p[:, :3]], 1)
+        return down(x)[:, None]
+    p, pm = down(x), down(_premultiply(x))
+    return torch.stack([pm[:, :3], pm[:, :3] + 255 - pm[:, 3:], p[:, :3]], 1)
 
 
 @torch.inference_mode()
@@ -150,7 +140,7 @@ def fingerprints(images: np.ndarray, chunk: int = 256) -> dict[str, np.ndarray |
     dct, out = _dct(32), {"bits": [], "coarse": [], "fine": [], "colour": []}
     down = lambda g, s: F.interpolate(g, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
     for i in range(0, len(images), chunk):
-        c = _views(torch.from_numpy(images[i:i + chunk]))
+        c = _views(images[i:i + chunk])
         n, nv = c.shape[:2]
         out["colour"].append(down(c.flatten(0, 1), 4).reshape(n, nv, -1))
         v = torch.einsum("nvchw,c->nvhw", c, LUMA)
@@ -163,22 +153,15 @@ def fingerprints(images: np.ndarray, chunk: int = 256) -> dict[str, np.ndarray |
     return {k: np.concatenate(v) if k == "bits" else torch.cat(v) for k, v in out.items()}
 
 
-def _exact_keys(images: np.ndarray) -> list[bytes]:
-    return [hashlib.blake2b(images[i].tobytes(), digest_size=16).digest() for i in range(len(images))]
-
-
 @torch.inference_mode()
 def _neighbours(coarse: torch.Tensor, k: int, block: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row's k nearest other rows by coarse distance (1 - best cosine over views): (n, k) distances, indices."""
-    n, k = len(coarse), min(k, len(coarse) - 1)
-    dist, idx = [], []
+    n, k, sims = len(coarse), min(k, len(coarse) - 1), []
     for i in range(0, n, block):
         sim = torch.stack([coarse[i:i + block, v] @ coarse[:, v].T for v in range(coarse.shape[1])]).amax(0)
-        sim[torch.arange(len(sim)), torch.arange(i, i + len(sim))] = -2
-        s, j = sim.topk(k, 1)
-        dist.append(1 - s)
-        idx.append(j)
-    return torch.cat(dist), torch.cat(idx)
+        sim[torch.arange(len(sim)), torch.arange(i, i + len(sim))] = -2  # not itself
+        sims.append(sim.topk(k, 1))
+    return 1 - torch.cat([s.values for s in sims]), torch.cat([s.indices for s in sims])
 
 
 def near_pairs(fp: dict, neighbours: int = NEIGHBOURS) -> list[tuple[int, int, int]]:
@@ -188,12 +171,9 @@ def near_pairs(fp: dict, neighbours: int = NEIGHBOURS) -> list[tuple[int, int, i
         return []
     dist, idx = _neighbours(fp["coarse"], neighbours)
     crop_tol = min(CROP_MAX, CROP_SHARE * float(dist[:, 0].median()))
-    i = torch.arange(n)[:, None].expand_as(idx).flatten()
-    j, d = idx.flatten(), dist.flatten()
-    keep = i != j
-    a, b = torch.minimum(i, j)[keep], torch.maximum(i, j)[keep]
-    pair, first = np.unique(np.stack([a.numpy(), b.numpy()], 1), axis=0, return_index=True)
-    a, b, coarse = pair[:, 0], pair[:, 1], d[keep].numpy()[first]
+    i, j = np.repeat(np.arange(n), idx.shape[1]), idx.flatten().numpy()
+    pair, first = np.unique(np.sort(np.stack([i, j], 1), 1), axis=0, return_index=True)  # each pair once
+    a, b, coarse = pair[:, 0], pair[:, 1], dist.flatten().numpy()[first]
     ham = POPCOUNT[fp["bits"][a] ^ fp["bits"][b]].sum(-1).min(1)  # best view
     colour = (fp["colour"][a] - fp["colour"][b]).abs().unflatten(2, (3, 16)).mean(2).amax(2).amin(1).numpy()
     ham[colour > COLOUR_MAX] = 99  # another colour scheme: not a copy, however alike in grey
@@ -212,19 +192,17 @@ def _union(n: int, pairs) -> list[int]:
 
     def find(x):
         while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
+            parent[x] = x = parent[parent[x]]  # path halving
         return x
     for a, b in pairs:
         ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
+        parent[max(ra, rb)] = min(ra, rb)
     return [find(x) for x in range(n)]
 
 
 def duplicates(ds) -> list[Group]:
     """Groups of exact and near copies, largest first; each lists its files, classes and splits."""
-    keys = _exact_keys(ds.images)
+    keys = [hashlib.blake2b(x.tobytes(), digest_size=16).digest() for x in ds.images]
     first: dict[bytes, int] = {}
     rep = [first.setdefault(k, i) for i, k in enumerate(keys)]  # exact copies share a representative
     uniq = np.array(sorted(first.values()))
@@ -243,10 +221,8 @@ def duplicates(ds) -> list[Group]:
 def leakage(ds, groups: list[Group], probs=None, model=None) -> dict:
     """Validation images with a copy in training, and validation accuracy with and without them. probs: (n_valid,
     K) over ds.idx('valid'), or a model to compute them; with neither, only the counts."""
-    va, in_train = ds.idx("valid"), set()
-    for g in groups:
-        if "train" in g.splits:
-            in_train.update(i for i, s in zip(g.indices, g.splits) if s != "train")
+    va = ds.idx("valid")
+    in_train = {i for g in groups if "train" in g.splits for i, s in zip(g.indices, g.splits) if s != "train"}
     leaked = np.array([i in in_train for i in va], bool)
     out = {"n_valid": len(va), "n_leaked": int(leaked.sum()), "leaked": [ds.items[i] for i in va[leaked]],
            "n_leaked_test": int(sum(ds.split[i] == 2 for i in in_train)), "reported": None, "without_leaked": None}
@@ -263,13 +239,11 @@ def leakage(ds, groups: list[Group], probs=None, model=None) -> dict:
 # ---- label issues: out-of-fold probabilities and confident learning ----------------------------------------------
 
 def fold_ids(labels: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    """Stratified fold number (0..k-1) per item: each class dealt round-robin over the folds in a seeded order."""
-    rng, out = np.random.default_rng(seed), np.zeros(len(labels), np.int64)
-    start = 0
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        out[idx] = (np.arange(len(idx)) + start) % k  # classes start where the last left off: even fold sizes
-        start += len(idx)
+    """Stratified fold number (0..k-1) per item: shuffled by seed, then dealt out class after class."""
+    order = np.random.default_rng(seed).permutation(len(labels))
+    order = order[np.argsort(labels[order], kind="stable")]
+    out = np.empty(len(labels), np.int64)
+    out[order] = np.arange(len(labels)) % k
     return out
 
 
@@ -284,28 +258,23 @@ def out_of_fold(ds, folds: int = 5, model: str = "linear", size: int | None = 32
     """(probs, info): probabilities (N, K) for every image (all splits) from a model that never saw it: k folds,
     one fresh model per fold trained on the others (logoapp.train.fit), on the images resized once to `size`
     (None: the data's; small: already resized)."""
-    import dataclasses
-    import warnings
-
     from .evaluate import get_probs
-    from .train import TrainConfig, fit
-    t0 = time.perf_counter()
-    n = len(ds.items)
+    from .train import TrainConfig, fit  # fastai: imported only when a label check runs
+    t0, n = time.perf_counter(), len(ds.items)
     if folds < 2 or n < folds:
         raise ValueError(f"need at least 2 folds and as many images as folds, got {folds} folds for {n} images")
-    small = dataclasses.replace(ds, images=shrink(ds.images, size) if small is None else small)
+    small = replace(ds, images=shrink(ds.images, size) if small is None else small)
     n_train = n - n // folds
-    bs = min(FAST_BS, max(16, n_train // 16))  # small sets: smaller batches, and epochs enough for MIN_STEPS steps
+    bs = min(FAST_BS, max(8, n_train // 16))  # small sets: smaller batches, and epochs enough for MIN_STEPS steps
     epochs = epochs or max(FAST_EPOCHS, -(-MIN_STEPS // max(1, n_train // bs)))
     fid, probs, seconds = fold_ids(ds.labels, folds, seed), np.zeros((n, ds.c), np.float32), []
     for f in range(folds):
         if progress:
             progress(f, folds, f"label check: training fold {f + 1} of {folds}")
-        t = time.perf_counter()
-        held = fid == f
+        t, held = time.perf_counter(), fid == f
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            done = fit(dataclasses.replace(small, split=held.astype(np.int8)),
+            done = fit(replace(small, split=held.astype(np.int8)),
                        TrainConfig(model, epochs=epochs, size=small.size, seed=seed + f, bs=bs))
         probs[held] = get_probs(done["_model"], small.images[held]).numpy()
         seconds.append(time.perf_counter() - t)
@@ -322,16 +291,13 @@ def confident_learning(probs: np.ndarray, labels: np.ndarray) -> dict:
     round(n * Q[i, j]) items labelled i with the largest p_j - p_i), the confident joint's off-diagonal, and, so a
     miscalibrated model loses nothing, items whose argmax is another class. Returns arrays; see label_issues."""
     probs, labels = np.asarray(probs, np.float64), np.asarray(labels, np.int64)
-    n, k = probs.shape
-    counts = np.bincount(labels, minlength=k)
+    (n, k), counts = probs.shape, np.bincount(labels, minlength=probs.shape[1])
     t = np.array([probs[labels == j, j].mean() if counts[j] else 1.0 for j in range(k)])
     above = probs >= t[None] - 1e-9
-    sure = above.any(1)
-    true = np.where(above, probs, -1).argmax(1)  # the most likely class among those over their threshold
+    sure, true = above.any(1), np.where(above, probs, -1).argmax(1)  # true: likeliest class over its threshold
     joint = np.zeros((k, k), np.int64)
     np.add.at(joint, (labels[sure], true[sure]), 1)
-    rows = joint.sum(1, keepdims=True)
-    q = joint / np.maximum(rows, 1) * counts[:, None]  # calibrated: each row sums to its class's count
+    q = joint / np.maximum(joint.sum(1, keepdims=True), 1) * counts[:, None]  # calibrated: rows sum to class counts
     q = q / q.sum() if q.sum() else q.astype(float)
     pruned = np.zeros(n, bool)
     for i in range(k):
@@ -349,12 +315,10 @@ def confident_learning(probs: np.ndarray, labels: np.ndarray) -> dict:
 def label_issues(ds, probs: np.ndarray, cl: dict | None = None) -> list[Suspect]:
     """Flagged images ranked most suspicious first: score 1 - p(given), ties by the other class's probability."""
     cl = cl or confident_learning(probs, ds.labels)
-    n = len(ds.labels)
-    given = probs[np.arange(n), ds.labels]
-    other = probs.copy()
-    other[np.arange(n), ds.labels] = -1
-    suggested = other.argmax(1)
-    idx = np.flatnonzero(cl["flagged"])
+    rows = np.arange(len(ds.labels))
+    given, other = probs[rows, ds.labels], probs.copy()
+    other[rows, ds.labels] = -1
+    suggested, idx = other.argmax(1), np.flatnonzero(cl["flagged"])
     idx = idx[np.lexsort((-other.max(1)[idx], given[idx]))]
     return [Suspect(ds.items[i], ds.vocab[ds.labels[i]], ds.vocab[suggested[i]], round(float(1 - given[i]), 4),
                     bool(cl["confident"][i]), int(i)) for i in idx]
@@ -363,10 +327,10 @@ def label_issues(ds, probs: np.ndarray, cl: dict | None = None) -> list[Suspect]
 # ---- class balance and odd images -----------------------------------------------------------------------------
 
 def imbalance(ds) -> dict:
+    """Images per class (all splits), the largest and smallest class and the ratio of their counts."""
     counts = {c: int((ds.labels == k).sum()) for k, c in enumerate(ds.vocab)}
     big, small = max(counts, key=counts.get), min(counts, key=counts.get)
-    return {"counts": counts, "largest": big, "smallest": small,
-            "ratio": round(counts[big] / max(1, counts[small]), 3)}
+    return {"counts": counts, "largest": big, "smallest": small, "ratio": round(counts[big] / max(1, counts[small]), 3)}
 
 
 def _far_scores(images: np.ndarray, labels: np.ndarray, c: int) -> np.ndarray:
@@ -383,20 +347,17 @@ def odd_images(ds, small: np.ndarray | None = None) -> list[Odd]:
     """Almost fully transparent, near-blank, extreme aspect ratio or size (original sizes, ds.sizes), far from every
     class in pixel space; judged on the images at 32 px (small, when the caller has them already)."""
     small = shrink(ds.images, 32) if small is None else small
-    n, reasons = len(ds.items), [[] for _ in range(len(ds.items))]
-    x = torch.from_numpy(small).float()
+    n, reasons, x = len(ds.items), [[] for _ in ds.items], torch.from_numpy(small).float()
     a = x[..., 3:] if x.shape[-1] == 4 else torch.full(x.shape[:-1] + (1,), 255.0)
-    seen = (a[..., 0] >= 16).float().mean((1, 2))
-    std = torch.cat([x[..., :3] * a / 255, a], -1).flatten(1, 2).std(1).amax(1)  # premultiplied colour and alpha
+    seen, std = (a[..., 0] >= 16).float().mean((1, 2)), torch.cat([x[..., :3] * a / 255, a], -1).flatten(1, 2).std(1)
     sizes = np.array(ds.sizes, np.float64).reshape(-1, 2)
-    side = sizes.max(1)
-    med = float(np.median(side)) if n else 0.0
+    side, med = sizes.max(1), float(np.median(sizes.max(1)))
     z = _far_scores(small, ds.labels, ds.c) if n >= 10 else np.zeros(n)
     for i, (wd, ht) in enumerate(sizes):
         if seen[i] < TRANSPARENT:
             reasons[i].append(f"almost fully transparent ({seen[i]:.1%} visible)")
-        elif std[i] < BLANK_STD:
-            reasons[i].append(f"near-blank (pixel values spread {std[i]:.1f} of 255)")
+        elif std[i].max() < BLANK_STD:  # every channel, premultiplied colour and alpha
+            reasons[i].append(f"near-blank (pixel values spread {std[i].max():.1f} of 255)")
         if max(wd, ht) >= ASPECT_MAX * max(1.0, min(wd, ht)):
             reasons[i].append(f"extreme aspect ratio ({int(wd)}x{int(ht)})")
         if side[i] * SIZE_FACTOR <= med or side[i] >= 2 * SIZE_FACTOR * med:
@@ -406,23 +367,21 @@ def odd_images(ds, small: np.ndarray | None = None) -> list[Odd]:
     return [Odd(ds.items[i], ds.vocab[ds.labels[i]], SPLITS[ds.split[i]], r, i) for i, r in enumerate(reasons) if r]
 
 
-# ---- the whole audit -------------------------------------------------------------------------------------------
-
 def audit(ds, folds: int = 5, model: str = "linear", size: int | None = 32, epochs: int | None = None,
           seed: int = 0, trained=None, progress: Progress | None = None) -> AuditReport:
     """Everything above on one dataset. folds=0 skips the label check (no training). model, size and epochs choose
     the per-fold model (a fast rung: see FAST_EPOCHS); trained, a model or validation probabilities, adds the
     validation accuracy without leaked images to the leakage figures. progress(done, total, message)."""
-    t0, timings, total = time.perf_counter(), {}, 3 + max(folds, 0)
+    t0, timings, total = time.perf_counter(), {}, 2 + max(folds, 0)
 
     def step(done: int, msg: str, name: str | None = None) -> None:
-        if name:
+        if name:  # the time since the last named step
             timings[name] = time.perf_counter() - t0 - sum(timings.values())
         if progress:
             progress(done, total, msg)
     step(0, "looking for duplicates")
     groups = duplicates(ds)
-    step(1, "shrinking images", "duplicates")
+    step(1, "label check: shrinking images" if folds else "looking for odd images", "duplicates")
     small = shrink(ds.images, 32)
     probs, suspects, labels = None, [], {"folds": 0}
     if folds:
@@ -432,7 +391,7 @@ def audit(ds, folds: int = 5, model: str = "linear", size: int | None = 32, epoc
         suspects = label_issues(ds, probs, cl)
         labels.update(n_estimated=cl["n_estimated"], n_flagged=len(suspects),
                       thresholds={c: round(float(v), 4) for c, v in zip(ds.vocab, cl["thresholds"])})
-    step(1 + max(folds, 0), "looking for odd images", "label_issues")
+        step(1 + folds, "looking for odd images", "label_issues")
     odd = odd_images(ds, small)
     is_model = isinstance(trained, torch.nn.Module)
     leak = leakage(ds, groups, probs=None if is_model else trained, model=trained if is_model else None)

@@ -114,22 +114,23 @@ def _make_dirs(root: Path, d: Path) -> list[str]:
 
 def _append(root: Path, rec: dict) -> None:
     with open(root / LOG, "a", encoding="utf-8") as f:
-        f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        f.write(json.dumps(rec) + "\n")  # ASCII: names that are not valid UTF-8 survive as escapes
         f.flush()
         os.fsync(f.fileno())
 
 
 def _move(root: Path, op: str, src: Path, rel: Path, dst: Path, **extra) -> dict:
     """Move src to dst (or a free name beside it), log the move, return the log record. Runs under the lock."""
-    made = _make_dirs(root, dst.parent)
-    final = _free(dst)
-    _rename_noreplace(src, final)
+    made, final, moved = _make_dirs(root, dst.parent), _free(dst), False
     rec = {"op": op, "from": rel.as_posix(), "to": final.relative_to(root).as_posix(), **extra,
            "renamed": final != dst, "made": made, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     try:
+        _rename_noreplace(src, final)
+        moved = True
         _append(root, rec)
     except OSError:
-        _rename_noreplace(final, src)  # an unlogged move could never be undone: put it back
+        if moved:
+            _rename_noreplace(final, src)  # an unlogged move could never be undone: put it back
         for d in reversed(made):
             os.rmdir(root / d)
         raise
@@ -194,7 +195,7 @@ def _rewrite(root: Path, recs: list[dict]) -> None:
         (root / LOG).unlink(missing_ok=True)
         return
     tmp = root / f"{LOG}.{os.getpid()}.tmp"
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs), encoding="utf-8")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
     os.replace(tmp, root / LOG)
 
 
@@ -219,13 +220,16 @@ def zip_folder(root, out=None, include_excluded: bool = False) -> Path:
     """A zip of the dataset folder (as fixed: without _excluded/ and the log unless asked) next to it, or at out;
     an existing file is never replaced (a free name is taken)."""
     root = Path(os.path.abspath(root))
-    out = _free(Path(out) if out else root.with_name(f"{root.name}-fixed.zip"))
-    with open(out, "xb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as z:
-        for dirpath, dirnames, filenames in os.walk(root):
-            rel = Path(dirpath).relative_to(root)
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                                 and (include_excluded or rel.parts or d != EXCLUDED))
-            for f in sorted(filenames):
-                if not f.startswith(".") and Path(dirpath, f) != out:
-                    z.write(Path(dirpath, f), (Path(root.name) / rel / f).as_posix())
+    out = _free(Path(os.path.abspath(out or root.with_name(f"{root.name}-fixed.zip"))))
+    try:
+        with open(out, "xb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as z:  # images: compressed already
+            for dirpath, dirnames, filenames in os.walk(root):
+                rel = Path(dirpath).relative_to(root)
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                                     and (include_excluded or rel.parts or d != EXCLUDED))
+                for f in sorted(filenames):
+                    if not f.startswith(".") and Path(dirpath, f) != out:
+                        z.write(Path(dirpath, f), (Path(root.name) / rel / f).as_posix())
+    except OSError as e:
+        raise FixError(f"cannot write {out}: {e.strerror or e}") from None
     return out

@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
+from conftest import make_folder, make_image
 from logoapp import audit as A
 from logoapp import fixes
 from logoapp.data import open_dataset
-
-from conftest import make_folder, make_image
 
 
 def scene(seed: int, size: int = 96) -> Image.Image:
@@ -30,7 +29,8 @@ def scene(seed: int, size: int = 96) -> Image.Image:
     for _ in range(8):
         x0, y0 = r.integers(-size // 4, size, 2)
         w, h = r.integers(size // 8, size // 2, 2)
-        (d.ellipse if r.integers(2) else d.rectangle)((x0, y0, x0 + w, y0 + h), fill=tuple(r.integers(0, 256, 3).tolist()))
+        shape = d.ellipse if r.integers(2) else d.rectangle
+        shape((x0, y0, x0 + w, y0 + h), fill=tuple(r.integers(0, 256, 3).tolist()))
     return img.filter(ImageFilter.GaussianBlur(0.6))
 
 
@@ -209,7 +209,8 @@ def test_odd_images_and_balance(tmp_path):
     Image.new("RGBA", (32, 32), (40, 40, 40, 255)).save(root / "class0" / "blank.png")
     Image.new("RGBA", (32, 32), (200, 0, 0, 0)).save(root / "class0" / "invisible.png")
     make_image(1, 99, 32).resize((200, 32)).save(root / "class1" / "wide.png")
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 4), np.uint8)).save(root / "class1" / "noise.png")
+    noise = np.random.default_rng(0).integers(0, 256, (32, 32, 4), np.uint8)
+    Image.fromarray(noise).save(root / "class1" / "noise.png")
     ds = open_dataset(root, cache=False)
     odd = {Path(o.path).name: " ".join(o.reasons) for o in A.odd_images(ds)}
     assert "near-blank" in odd.pop("blank.png")
@@ -243,6 +244,18 @@ def test_relabel_exclude_undo_round_trip(tiny):
     assert fixes.undo(tiny, all=True) == [r3, r2, r1]
     assert snapshot(tiny) == before  # byte for byte, file for file, folder for folder; the log is gone too
     assert fixes.undo(tiny) == []
+
+
+def test_train_valid_layout(copies):
+    """In train/ + valid/ folders a relabel stays in its split and an exclusion keeps the split in its path."""
+    root, _ = copies
+    before = snapshot(root)
+    assert fixes.relabel(root, "valid/c1/s9.png", "c2")["to"] == "valid/c2/s9 (1).png"  # c2 has an s9.png
+    assert fixes.exclude(root, "train/c0/s3.png")["to"] == "_excluded/train/c0/s3.png"
+    ds = open_dataset(root, cache=False)  # _excluded/ is no split: left out
+    assert str(root / "valid" / "c2" / "s9 (1).png") in ds.items and not any("_excluded" in p for p in ds.items)
+    fixes.undo(root, all=True)
+    assert snapshot(root) == before
 
 
 def test_refusals(tiny, tmp_path):
@@ -286,12 +299,17 @@ def test_read_only_folder_simulated(tiny, monkeypatch):
     assert "\n" not in str(e.value) and "read-only" in str(e.value)
     monkeypatch.setattr(os, "access", real)
 
-    def refuse(src, dst):
-        raise OSError(30, "Read-only file system", str(src))
-    monkeypatch.setattr(fixes, "_rename_noreplace", refuse)
-    with pytest.raises(fixes.ReadOnlyError, match="read-only"):
-        fixes.relabel(tiny, "class0/class0_000.png", "class1")
-    assert snapshot(tiny) == before  # no file moved, no folder made, no log written
+    def refuse(*args):
+        raise OSError(30, "Read-only file system")
+    with monkeypatch.context() as m:
+        m.setattr(fixes, "_rename_noreplace", refuse)
+        with pytest.raises(fixes.ReadOnlyError, match="read-only"):
+            fixes.relabel(tiny, "class0/class0_000.png", "fresh")
+    assert snapshot(tiny) == before  # no file moved, no folder left behind, no log written
+    monkeypatch.setattr(fixes, "_append", lambda *a: refuse())  # moved, then the log cannot be written
+    with pytest.raises(fixes.ReadOnlyError):
+        fixes.exclude(tiny, "class0/class0_000.png")
+    assert snapshot(tiny) == before  # the move was put back: never a change the log does not know
 
 
 def _relabel_many(root: str, names: list[str]) -> None:
