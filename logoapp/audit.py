@@ -1,14 +1,14 @@
 """Dataset audit on the uint8 cache: duplicates and leakage, label issues by confident learning, class balance and
 odd images, as plain data (dataclasses; AuditReport.to_json()). fixes.py acts on the findings.
 
-Copies. Exact: the same cached pixels. Near: each image is seen over black, over white and without its alpha (a
-transparent logo matches a copy flattened onto either or saved without alpha); per view a 63-bit pHash (DCT of a
-32 px grey thumbnail; Zauner 2010), a 4x4 colour thumbnail, a 16 px grey thumbnail (coarse) and the gradients of a
-48 px one (fine), distances 1 - cosine. Of each image's NEIGHBOURS nearest (coarse), a copy is within HAMMING_MAX
-bits and COLOUR_MAX, and within FINE_MAX fine (resized, re-encoded, recoloured) or within CROP_SHARE of the data's
-median nearest-neighbour distance coarse (slightly cropped; only where distinct pictures lie far apart, as photos
-do, unlike 300 renders of one crest). Measured on 3,000 crests (benchmarks/audit.py): resized JPEG and recoloured
-copies within 0.0033 fine (recoloured photo-like scenes 0.013); distinct crests 0.016 at least, 0.04 but for 0.1%."""
+Copies. Exact: the same cached pixels. Near: each image is seen over black, over white and without alpha (a logo
+matches copies flattened or saved without alpha); per view a 63-bit pHash (DCT of a 32 px grey thumbnail; Zauner
+2010), a 4x4 colour thumbnail, a 16 px grey one (coarse), the gradients of a 48 px one (fine; inner: opaque parts
+only), distances 1 - cosine. Of each image's NEIGHBOURS nearest (coarse), a copy is within HAMMING_MAX and
+COLOUR_MAX, and within FINE_MAX or INNER_MAX (a much smaller one compared at its own size), or within CROP_SHARE of
+the data's typical nearest distance (slight crops: where pictures lie far apart, as photos do, not crest renders).
+Measured on 3,000 crests (benchmarks/audit.py): resized JPEG or recoloured copies within 0.005 fine, alpha-dropped
+ones within 0.005 inner (0.008 at a third of the size); distinct crests 0.016 fine (0.04 but 0.1%), 0.009 inner."""
 from __future__ import annotations
 
 import hashlib
@@ -21,14 +21,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .images import _premultiply  # exact, and fast on mostly opaque or clear pixels
+from .ideal import class_means, distances, to_float
+from .images import _premultiply, resize
 
 SPLITS = ("train", "valid", "test")
 NEIGHBOURS = 10       # candidates per image: more than any realistic copy count, few enough to check cheaply
 HAMMING_MAX = 10      # of 63 pHash bits: copies of crests within 4, unrelated pictures ~31 apart
 FINE_MAX = 0.015      # 1 - cosine of 48 px gradient maps; measured margins in the module docstring
+INNER_MAX = 0.008     # the same inside the opaque area, opaque image vs transparent: alpha-dropped copies <= 0.005
 COLOUR_MAX = 40.0     # worst cell of 4x4 colour thumbnails (0-255): slight recolouring <= 27, red for green 100+
-COARSE_GATE = 0.02    # the fine check runs only on pairs this close on coarse thumbnails (copies: <= 0.007)
+SHRUNK = 0.8          # a copy this much smaller (side) is compared with the original shrunk to its size
+COARSE_GATE = 0.06    # fine is checked on pairs this close in coarse only (copies <= 0.045: small, alpha dropped)
 CROP_SHARE = 0.05     # a cropped copy must be 20x closer than images usually are to their nearest neighbour
 CROP_MAX = 0.02       # ... and never further than this coarse distance
 BLANK_STD = 4.0       # spread (std, 0-255) of every channel, alpha too, under which an image counts as blank
@@ -36,8 +39,7 @@ TRANSPARENT = 0.02    # visible (alpha >= 16) share of pixels under which an ima
 ASPECT_MAX = 4.0      # width / height (or height / width) at or over which a picture is extreme
 SIZE_FACTOR = 4.0     # a larger side this many times below or (x2) above the median is extreme in size
 FAR_RATIO = 1.5       # far from a class: its mean image 1.5x further than from 90% of the class's own images
-FAST_EPOCHS = 4       # per-fold model: as good a ranking as 6 epochs or a cnn on crests (benchmarks/audit.py),
-FAST_BS = 128         # and half the steps of bs 64, also without loss;
+FAST_EPOCHS, FAST_BS = 4, 128  # per-fold model: ranks as well as 6 epochs, bs 64 or a cnn (benchmarks/audit.py)
 MIN_STEPS = 60        # small sets get more epochs, so every fold model takes at least this many steps
 LUMA = torch.tensor([0.299, 0.587, 0.114])
 POPCOUNT = np.array([i.bit_count() for i in range(256)], np.uint8)
@@ -46,9 +48,8 @@ Progress = Callable[[int, int, str], object]
 
 @dataclass
 class Group:
-    """Copies of one picture, exact (same cached pixels) or near; `distance`: the largest pHash Hamming distance (of
-    63 bits) along the pairs that joined the group; `indices`: positions in the dataset; `conflict`: filed under
-    different classes, a sure label conflict."""
+    """Copies of one picture, exact (same cached pixels) or not; distance: largest pHash distance of the pairs that
+    joined it; indices: positions in the dataset; conflict: filed under different classes, a sure label conflict."""
     paths: list[str]
     classes: list[str]
     splits: list[str]
@@ -107,49 +108,41 @@ class AuditReport:
                 "seconds": round(self.seconds, 2), "timings": {k: round(v, 2) for k, v in self.timings.items()}}
 
 
-# ---- fingerprints and duplicates ---------------------------------------------------------------------------------
-
 def _dct(n: int) -> torch.Tensor:
     """Orthonormal DCT-II matrix (n, n)."""
     m = torch.cos(torch.pi * (2 * torch.arange(n)[None] + 1) * torch.arange(n)[:, None] / (2 * n)) * (2 / n) ** 0.5
     return torch.cat([m[:1] / 2 ** 0.5, m[1:]]).float()
 
 
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    x = x.flatten(1) - x.flatten(1).mean(1, keepdim=True)
-    return x / x.norm(dim=1, keepdim=True).clamp(min=1e-6)
-
-
-def _views(x: np.ndarray, size: int = 64) -> torch.Tensor:
-    """uint8 (n, H, W, C) -> colour views (n, V, 3, size, size) in 0-255: when C is 4, over black, over white, and
-    the colour channels alone (what a copy saved with its transparency dropped shows). Shrunk on the uint8 grid
-    (torch's SIMD kernel, 10x cheaper than in float), premultiplied first so that shrinking and compositing
-    commute (no dark fringe where transparent pixels' colour would bleed in)."""
+def _views(x: np.ndarray, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 (n, H, W, C) -> views (n, V, 3, size, size): over black, over white, colour alone; alpha (n, 1, ...)."""
+    # shrunk on the uint8 grid (torch's SIMD kernel, 10x cheaper than float), premultiplied (images._premultiply: exact
+    # and fast) so that shrinking and compositing commute (no dark fringe from the colour of transparent pixels)
     down = lambda a: F.interpolate(torch.from_numpy(a).permute(0, 3, 1, 2), size=(size, size), mode="bilinear",
                                    antialias=True, align_corners=False).float()
     if x.shape[-1] != 4:
-        return down(x)[:, None]
+        return down(x)[:, None], torch.full((len(x), 1, size, size), 255.0)
     p, pm = down(x), down(_premultiply(x))
-    return torch.stack([pm[:, :3], pm[:, :3] + 255 - pm[:, 3:], p[:, :3]], 1)
+    return torch.stack([pm[:, :3], pm[:, :3] + 255 - pm[:, 3:], p[:, :3]], 1), pm[:, 3:]
 
 
 @torch.inference_mode()
 def fingerprints(images: np.ndarray, chunk: int = 256) -> dict[str, np.ndarray | torch.Tensor]:
-    """Per image and view: 'bits' (n, V, 8) uint8 pHash, 'coarse' (n, V, 256) and 'fine' (n, V, 4512) unit vectors
-    of the grey image, and 'colour' (n, V, 48), a 4 x 4 colour thumbnail."""
-    dct, out = _dct(32), {"bits": [], "coarse": [], "fine": [], "colour": []}
+    """Per image and view: pHash 'bits', unit 'coarse' and 'fine' vectors, 'colour' 4x4; 'inner': fine's opaque part."""
+    dct, out = _dct(32), {"bits": [], "coarse": [], "fine": [], "colour": [], "inner": []}
     down = lambda g, s: F.interpolate(g, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+    unit = lambda x: F.normalize(x.flatten(1) - x.flatten(1).mean(1, keepdim=True), dim=1, eps=1e-6)
+    edges = lambda t, f: torch.cat([f(t[:, :, 1:], t[:, :, :-1]).flatten(1), f(t[:, 1:], t[:, :-1]).flatten(1)], 1)
     for i in range(0, len(images), chunk):
-        c = _views(images[i:i + chunk])
+        c, alpha = _views(images[i:i + chunk])
         n, nv = c.shape[:2]
         out["colour"].append(down(c.flatten(0, 1), 4).reshape(n, nv, -1))
         v = torch.einsum("nvchw,c->nvhw", c, LUMA)
         d = (dct @ down(v, 32) @ dct.T)[..., :8, :8].flatten(2)[..., 1:]  # 63 low frequencies, DC left out
         out["bits"].append(np.packbits((d > d.median(2, keepdim=True).values).numpy(), axis=2))
-        out["coarse"].append(_unit(down(v, 16).flatten(0, 1)).reshape(n, nv, -1))
-        t = down(v, 48).flatten(0, 1)
-        grad = torch.cat([(t[:, :, 1:] - t[:, :, :-1]).flatten(1), (t[:, 1:] - t[:, :-1]).flatten(1)], 1)
-        out["fine"].append(_unit(grad).reshape(n, nv, -1).half())
+        out["coarse"].append(unit(down(v, 16).flatten(0, 1)).reshape(n, nv, -1))
+        out["fine"].append(unit(edges(down(v, 48).flatten(0, 1), torch.sub)).reshape(n, nv, -1).half())  # gradients
+        out["inner"].append(edges((down(alpha, 48)[:, 0] >= 254).float(), torch.mul).bool())  # both pixels opaque
     return {k: np.concatenate(v) if k == "bits" else torch.cat(v) for k, v in out.items()}
 
 
@@ -164,25 +157,47 @@ def _neighbours(coarse: torch.Tensor, k: int, block: int = 512) -> tuple[torch.T
     return 1 - torch.cat([s.values for s in sims]), torch.cat([s.indices for s in sims])
 
 
-def near_pairs(fp: dict, neighbours: int = NEIGHBOURS) -> list[tuple[int, int, int]]:
-    """(i, j, Hamming distance) of near-duplicate pairs among the fingerprinted images (rows of fp)."""
-    n = len(fp["bits"])
-    if n < 2:
+def _closeness(fa: dict, fb: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """pHash, fine and inner distances of row-aligned fingerprints, each in its best view."""
+    ga, gb, m = fa["fine"].float(), fb["fine"].float(), fa["inner"] & fb["inner"]
+    ia, ib = ga[:, -1] * m, gb[:, -1] * m  # colour alone inside both opaque areas: no alpha-dropped copy's rim
+    inner = 1 - (ia * ib).sum(1) / (ia.norm(dim=1) * ib.norm(dim=1)).clamp(min=1e-9)
+    return POPCOUNT[fa["bits"] ^ fb["bits"]].sum(-1).min(1), (1 - (ga * gb).sum(-1).amax(1)).numpy(), inner.numpy()
+
+
+def _shrunk(images: np.ndarray, big, small, sides: np.ndarray) -> dict:
+    """Fingerprints of images[big], each shrunk to the side of its images[small] and back: the detail a copy keeps."""
+    return fingerprints(np.stack([resize(resize(images[i], max(8, round(sides[j]))), images.shape[1])
+                                  for i, j in zip(big, small)]))
+
+
+def near_pairs(fp: dict, images: np.ndarray, sides: np.ndarray, neighbours: int = NEIGHBOURS) -> list:
+    """(i, j, pHash distance) of near copies among images (fingerprints fp; sides: each file's own sqrt(w * h))."""
+    if (n := len(fp["bits"])) < 2:
         return []
     dist, idx = _neighbours(fp["coarse"], neighbours)
     crop_tol = min(CROP_MAX, CROP_SHARE * float(dist[:, 0].median()))
     i, j = np.repeat(np.arange(n), idx.shape[1]), idx.flatten().numpy()
     pair, first = np.unique(np.sort(np.stack([i, j], 1), 1), axis=0, return_index=True)  # each pair once
     a, b, coarse = pair[:, 0], pair[:, 1], dist.flatten().numpy()[first]
-    ham = POPCOUNT[fp["bits"][a] ^ fp["bits"][b]].sum(-1).min(1)  # best view
     colour = (fp["colour"][a] - fp["colour"][b]).abs().unflatten(2, (3, 16)).mean(2).amax(2).amin(1).numpy()
-    ham[colour > COLOUR_MAX] = 99  # another colour scheme: not a copy, however alike in grey
-    close = np.flatnonzero((ham <= HAMMING_MAX) & (coarse <= COARSE_GATE))
-    fine = np.ones(len(a), np.float32)
-    for s in range(0, len(close), 2048):  # gather in blocks: the fine vectors are large
+    gate = (colour <= COLOUR_MAX) & (coarse <= COARSE_GATE)  # not another colour scheme; close enough to check
+    ham = POPCOUNT[fp["bits"][a] ^ fp["bits"][b]].sum(-1).min(1)
+    fine, inner, rows = np.ones(len(a), np.float32), np.ones(len(a), np.float32), lambda k: {f: fp[f][k] for f in fp}
+    close = np.flatnonzero(gate & (ham <= HAMMING_MAX))
+    for s in range(0, len(close), 2048):  # in blocks: the fine vectors are large
         c = close[s:s + 2048]
-        fine[c] = 1 - (fp["fine"][a[c]].float() * fp["fine"][b[c]].float()).sum(-1).amax(1).numpy()
-    ok = (ham <= HAMMING_MAX) & ((fine <= FINE_MAX) | (coarse <= crop_tol))
+        _, fine[c], inner[c] = _closeness(rows(a[c]), rows(b[c]))
+    lo, hi = np.minimum(sides[a], sides[b]), np.maximum(sides[a], sides[b])
+    low = np.flatnonzero(gate & (lo < SHRUNK * hi) & (lo < images.shape[1]))  # one much smaller than the other
+    for s in range(0, len(low), 256):
+        c = low[s:s + 256]
+        big, small = np.where(sides[a[c]] > sides[b[c]], a[c], b[c]), np.where(sides[a[c]] > sides[b[c]], b[c], a[c])
+        h2, f2, i2 = _closeness(_shrunk(images, big, small, sides), rows(small))
+        ham[c], fine[c], inner[c] = np.minimum(ham[c], h2), np.minimum(fine[c], f2), np.minimum(inner[c], i2)
+    flat = fp["inner"].all(1).numpy()  # opaque all over: inner compares an alpha-dropped copy with its original
+    inner[flat[a] == flat[b]] = 1.0
+    ok = (ham <= HAMMING_MAX) & gate & ((fine <= FINE_MAX) | (inner <= INNER_MAX) | (coarse <= crop_tol))
     return [(int(x), int(y), int(h)) for x, y, h in zip(a[ok], b[ok], ham[ok])]
 
 
@@ -206,7 +221,9 @@ def duplicates(ds) -> list[Group]:
     first: dict[bytes, int] = {}
     rep = [first.setdefault(k, i) for i, k in enumerate(keys)]  # exact copies share a representative
     uniq = np.array(sorted(first.values()))
-    near = [(int(uniq[a]), int(uniq[b]), h) for a, b, h in near_pairs(fingerprints(ds.images[uniq]))]
+    sides = np.sqrt(np.prod(np.array(ds.sizes, np.float64).reshape(-1, 2), 1))[uniq]
+    near = [(int(uniq[a]), int(uniq[b]), h) for a, b, h in near_pairs(fingerprints(ds.images[uniq]), ds.images[uniq],
+                                                                      sides)]
     root = _union(len(keys), [(a, b) for a, b, _ in near] + [(i, r) for i, r in enumerate(rep) if r != i])
     members: dict[int, list[int]] = {}
     for i, r in enumerate(root):
@@ -219,8 +236,7 @@ def duplicates(ds) -> list[Group]:
 
 
 def leakage(ds, groups: list[Group], probs=None, model=None) -> dict:
-    """Validation images with a copy in training, and validation accuracy with and without them. probs: (n_valid,
-    K) over ds.idx('valid'), or a model to compute them; with neither, only the counts."""
+    """Valid images with a copy in train; valid accuracy with and without them (probs of idx('valid'), or a model)."""
     va = ds.idx("valid")
     in_train = {i for g in groups if "train" in g.splits for i, s in zip(g.indices, g.splits) if s != "train"}
     leaked = np.array([i in in_train for i in va], bool)
@@ -235,8 +251,6 @@ def leakage(ds, groups: list[Group], probs=None, model=None) -> dict:
         out["without_leaked"] = float(hit[~leaked].mean()) if (~leaked).any() else None
     return out
 
-
-# ---- label issues: out-of-fold probabilities and confident learning ----------------------------------------------
 
 def fold_ids(labels: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     """Stratified fold number (0..k-1) per item: shuffled by seed, then dealt out class after class."""
@@ -255,9 +269,7 @@ def shrink(images: np.ndarray, size: int | None) -> np.ndarray:
 
 def out_of_fold(ds, folds: int = 5, model: str = "linear", size: int | None = 32, epochs: int | None = None,
                 seed: int = 0, progress: Progress | None = None, small: np.ndarray | None = None):
-    """(probs, info): probabilities (N, K) for every image (all splits) from a model that never saw it: k folds,
-    one fresh model per fold trained on the others (logoapp.train.fit), on the images resized once to `size`
-    (None: the data's; small: already resized)."""
+    """(probs (N, K), info): every image's probabilities from a fresh model (train.fit) on the other folds, at size."""
     from .evaluate import get_probs
     from .train import TrainConfig, fit  # fastai: imported only when a label check runs
     t0, n = time.perf_counter(), len(ds.items)
@@ -278,18 +290,15 @@ def out_of_fold(ds, folds: int = 5, model: str = "linear", size: int | None = 32
                        TrainConfig(model, epochs=epochs, size=small.size, seed=seed + f, bs=bs))
         probs[held] = get_probs(done["_model"], small.images[held]).numpy()
         seconds.append(time.perf_counter() - t)
-    info = {"folds": folds, "model": model, "size": small.size, "epochs": epochs, "bs": bs,
-            "fold_seconds": [round(s, 2) for s in seconds], "seconds": round(time.perf_counter() - t0, 2),
-            "accuracy": float((probs.argmax(1) == ds.labels).mean())}  # against the given labels, errors included
-    return probs, info
+    return probs, {"folds": folds, "model": model, "size": small.size, "epochs": epochs, "bs": bs,
+                   "fold_seconds": [round(s, 2) for s in seconds], "seconds": round(time.perf_counter() - t0, 2),
+                   "accuracy": float((probs.argmax(1) == ds.labels).mean())}  # vs given labels, errors included
 
 
 def confident_learning(probs: np.ndarray, labels: np.ndarray) -> dict:
-    """Confident learning (Northcutt, Jiang, Chuang, JAIR 2021) on out-of-fold probabilities: per-class thresholds
-    t_j (mean p_j over items labelled j), the confident joint C[given, true], calibrated to Q, the estimated number
-    of label errors, and the flagged items: prune by noise rate (from each off-diagonal cell (i, j), the
-    round(n * Q[i, j]) items labelled i with the largest p_j - p_i), the confident joint's off-diagonal, and, so a
-    miscalibrated model loses nothing, items whose argmax is another class. Returns arrays; see label_issues."""
+    """Confident learning (Northcutt, Jiang, Chuang, JAIR 2021): thresholds t_j (mean p_j of items labelled j), the
+    confident joint [given, true], its calibration Q, the estimated error count, and flagged items: pruned by noise
+    rate, off the joint's diagonal, or (so a badly calibrated model loses nothing) argmax on another class."""
     probs, labels = np.asarray(probs, np.float64), np.asarray(labels, np.int64)
     (n, k), counts = probs.shape, np.bincount(labels, minlength=probs.shape[1])
     t = np.array([probs[labels == j, j].mean() if counts[j] else 1.0 for j in range(k)])
@@ -304,7 +313,7 @@ def confident_learning(probs: np.ndarray, labels: np.ndarray) -> dict:
         idx = np.flatnonzero(labels == i)
         for j in range(k):
             m = round(q[i, j] * n) if i != j else 0
-            if m > 0:
+            if m > 0:  # prune by noise rate: the n * Q[i, j] items labelled i with the largest p_j - p_i
                 pruned[idx[np.argsort(probs[idx, i] - probs[idx, j], kind="stable")[:m]]] = True
     confident = (sure & (true != labels)) | pruned
     flagged = confident | (probs.argmax(1) != labels)
@@ -324,8 +333,6 @@ def label_issues(ds, probs: np.ndarray, cl: dict | None = None) -> list[Suspect]
                     bool(cl["confident"][i]), int(i)) for i in idx]
 
 
-# ---- class balance and odd images -----------------------------------------------------------------------------
-
 def imbalance(ds) -> dict:
     """Images per class (all splits), the largest and smallest class and the ratio of their counts."""
     counts = {c: int((ds.labels == k).sum()) for k, c in enumerate(ds.vocab)}
@@ -333,26 +340,19 @@ def imbalance(ds) -> dict:
     return {"counts": counts, "largest": big, "smallest": small, "ratio": round(counts[big] / max(1, counts[small]), 3)}
 
 
-def _far_scores(images: np.ndarray, labels: np.ndarray, c: int) -> np.ndarray:
-    """Per image, its L1 distance to each class's mean image (ideal.py) over the distance within which 90% of that
-    class's own images lie; the smallest over the classes: over FAR_RATIO, the image looks like no class at all."""
-    from .ideal import class_means, distances, to_float
-    means = class_means(images, labels, c)
-    d = torch.cat([distances(to_float(images[i:i + 512]), means) for i in range(0, len(images), 512)]).numpy()
-    ref = np.array([np.quantile(d[labels == k, k], 0.9) if (labels == k).sum() >= 5 else np.inf for k in range(c)])
-    return (d / np.maximum(ref, 1e-6)).min(1)
-
-
 def odd_images(ds, small: np.ndarray | None = None) -> list[Odd]:
-    """Almost fully transparent, near-blank, extreme aspect ratio or size (original sizes, ds.sizes), far from every
-    class in pixel space; judged on the images at 32 px (small, when the caller has them already)."""
+    """Almost transparent, near-blank, extreme shape or size (files' own, ds.sizes), far from every class (at 32 px)."""
     small = shrink(ds.images, 32) if small is None else small
     n, reasons, x = len(ds.items), [[] for _ in ds.items], torch.from_numpy(small).float()
     a = x[..., 3:] if x.shape[-1] == 4 else torch.full(x.shape[:-1] + (1,), 255.0)
     seen, std = (a[..., 0] >= 16).float().mean((1, 2)), torch.cat([x[..., :3] * a / 255, a], -1).flatten(1, 2).std(1)
-    sizes = np.array(ds.sizes, np.float64).reshape(-1, 2)
-    side, med = sizes.max(1), float(np.median(sizes.max(1)))
-    z = _far_scores(small, ds.labels, ds.c) if n >= 10 else np.zeros(n)
+    sizes = np.array(ds.sizes, np.float64).reshape(-1, 2)  # the files' own width and height
+    side = sizes.max(1)
+    med = float(np.median(side))
+    means, y = class_means(small, ds.labels, ds.c), ds.labels  # far: L1 to each class mean / that of 90% of its own
+    d = torch.cat([distances(to_float(small[i:i + 512]), means) for i in range(0, n, 512)]).numpy()
+    ref = np.array([np.quantile(d[y == k, k], 0.9) if (y == k).sum() >= 5 else np.inf for k in range(ds.c)])
+    z = (d / np.maximum(ref, 1e-6)).min(1)
     for i, (wd, ht) in enumerate(sizes):
         if seen[i] < TRANSPARENT:
             reasons[i].append(f"almost fully transparent ({seen[i]:.1%} visible)")
@@ -369,9 +369,8 @@ def odd_images(ds, small: np.ndarray | None = None) -> list[Odd]:
 
 def audit(ds, folds: int = 5, model: str = "linear", size: int | None = 32, epochs: int | None = None,
           seed: int = 0, trained=None, progress: Progress | None = None) -> AuditReport:
-    """Everything above on one dataset. folds=0 skips the label check (no training). model, size and epochs choose
-    the per-fold model (a fast rung: see FAST_EPOCHS); trained, a model or validation probabilities, adds the
-    validation accuracy without leaked images to the leakage figures. progress(done, total, message)."""
+    """Everything above; folds=0: no label check. model, size, epochs: the per-fold model. trained (a model or valid
+    probabilities): valid accuracy without leaked images. progress(done, total, message)."""
     t0, timings, total = time.perf_counter(), {}, 2 + max(folds, 0)
 
     def step(done: int, msg: str, name: str | None = None) -> None:

@@ -107,24 +107,26 @@ def test_planted_copies_grouped_and_counted_across_splits(copies):
 
 
 def test_transparent_logo_matches_flattened_copies(tmp_path):
-    """A crest with transparency and its copies flattened onto white, onto black, or with the alpha dropped."""
+    """A crest with transparency and its copies flattened onto white, onto black, with the alpha dropped, halved."""
     from logoapp import synth
     root = tmp_path / "crests"
     for k in range(2):
         (root / f"club{k}").mkdir(parents=True)
         for i in range(12):
-            synth.crest(k + 2, 7, i, 80).save(root / f"club{k}" / f"{i}.png")
+            synth.crest(k + 2, 7, i, 128).save(root / f"club{k}" / f"{i}.png")
     src = Image.open(root / "club0" / "3.png")
     jpeg(src, 1.3).save(root / "club0" / "3-white.jpg")
     black = Image.new("RGBA", src.size, (0, 0, 0, 255))
     black.alpha_composite(src.convert("RGBA"))
     black.convert("RGB").save(root / "club0" / "3-black.png")
     src.convert("RGB").save(root / "club0" / "3-noalpha.jpg", quality=90)
+    src.resize((64, 64), Image.BICUBIC).convert("RGB").save(root / "club0" / "3-half.jpg", quality=90)
     ds = open_dataset(root, cache=False)
     assert ds.channels == 4
     groups = A.duplicates(ds)
     assert len(groups) == 1
-    assert sorted(Path(p).name for p in groups[0].paths) == ["3-black.png", "3-noalpha.jpg", "3-white.jpg", "3.png"]
+    assert sorted(Path(p).name for p in groups[0].paths) == ["3-black.png", "3-half.jpg", "3-noalpha.jpg",
+                                                             "3-white.jpg", "3.png"]
 
 
 def test_copies_filed_under_two_classes_are_a_conflict(copies):
