@@ -2,7 +2,8 @@
 
 Each set is generated once (benchmarks.common.crests), then laid out again in a scratch folder with hard links
 (no copying) where the errors are planted: files moved into another class folder, resized JPEG copies written
-beside their originals. Figures compare what the audit reports with what was planted, in the same run."""
+beside their originals; scratch folders are opened without the on-disk cache (they would only fill it). Figures
+compare what the audit reports with what was planted, in the same run."""
 from __future__ import annotations
 
 import io
@@ -94,7 +95,7 @@ def pairs_found(report_groups, pairs) -> tuple[int, dict, list[bool]]:
 def labels_figure(src: Path, work: Path, n_bad: int, top: int, folds: int) -> tuple[dict, dict]:
     files = scratch(src, work)
     moved = set(plant_labels(files, n_bad, seed=1))
-    ds = open_dataset(work)
+    ds = open_dataset(work, cache=False)
     log(f"audit: label check on {len(ds.items)} crests with {n_bad} moved into a wrong class folder")
     rep = A.audit(ds, folds=folds)
     found = sum(s.path in moved for s in rep.label_issues[:top])
@@ -113,7 +114,7 @@ def rungs_figure(src: Path, work: Path, n_bad: int, top: int, folds: int) -> dic
     on the same folder with the same planted errors; recall in the top `top` and seconds side by side."""
     files = scratch(src, work)
     moved = set(plant_labels(files, n_bad, seed=1))
-    ds = open_dataset(work)
+    ds = open_dataset(work, cache=False)
     small, runs = A.shrink(ds.images, 32), {}
     for model in ("linear", "cnn"):
         log(f"audit: label check with {model} folds")
@@ -133,7 +134,7 @@ def duplicates_figures(src: Path, work: Path, n_copies: int, folds: int) -> dict
     files = scratch(src, work)
     pairs = plant_copies(files, n_copies, seed=2, kinds=("jpeg", "noalpha"))
     t = time.perf_counter()
-    ds = open_dataset(work)
+    ds = open_dataset(work, cache=False)
     load = time.perf_counter() - t
     log(f"audit: {len(ds.items)} crests with {n_copies} resized JPEG copies (loaded in {load:.1f} s), full audit")
     rep = A.audit(ds, folds=folds)
@@ -171,7 +172,7 @@ def variants(src: Path, work: Path, n: int) -> dict:
     """Other kinds of copy, each found or not by the duplicate search alone (no training)."""
     files = scratch(src, work)
     planted = {k: plant_copies(files, n, seed=3 + i, kinds=(k,)) for i, k in enumerate(("recolour", "crop", "noalpha"))}
-    ds = open_dataset(work)
+    ds = open_dataset(work, cache=False)
     groups = A.duplicates(ds)
     return {k: pairs_found(groups, p)[0] for k, p in planted.items()} | {"n": n, "groups": len(groups)}
 
