@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import re
@@ -24,6 +25,8 @@ REQUIRED = ("arch", "vocab", "size", "data_size", "channels", "weights", "sha256
 MAX_ZIP_BYTES = 512 * 2**20   # unpacked size of an imported model zip
 MAX_ZIP_MEMBERS = 16           # a model zip holds model.json and one weights file
 MAX_JSON_BYTES = 2**20         # model.json is a few KB
+MAX_WEIGHTS_BYTES = 256 * 2**20  # a ResNet-34 is 85 MB; a weights file may not cost more memory than this to load
+MAX_CLASSES = 10_000
 
 
 class ModelError(ValueError):
@@ -114,6 +117,8 @@ def read_meta(folder: str | Path) -> dict:
         raise ModelError(f"{folder} was saved by a newer logoapp (format {m['format']}); upgrade logoapp to load it")
     if not (isinstance(m["vocab"], list) and len(m["vocab"]) >= 2 and all(isinstance(v, str) for v in m["vocab"])):
         raise ModelError(f"model.json in {folder} has no valid vocab (a list of at least two class names)")
+    if len(m["vocab"]) > MAX_CLASSES:
+        raise ModelError(f"model.json in {folder} names {len(m['vocab']):,} classes (at most {MAX_CLASSES:,})")
     if m["channels"] not in (3, 4) or not all(isinstance(m[k], int) and 8 <= m[k] <= 1024 for k in ("size", "data_size")):
         raise ModelError(f"model.json in {folder} has invalid channels or sizes")
     if not re.fullmatch(r"weights-[0-9a-f]{16}\.pt", str(m["weights"])):
@@ -143,6 +148,9 @@ def load(folder: str | Path) -> tuple[nn.Module, dict]:
     wpath = folder / m["weights"]
     if not wpath.is_file():
         raise ModelError(f"{folder}: weights file {m['weights']} is missing")
+    if wpath.stat().st_size > MAX_WEIGHTS_BYTES:
+        raise ModelError(f"{folder}: weights file is larger than {MAX_WEIGHTS_BYTES // 2**20} MB")
+    shapes = _expected_shapes(folder, m)  # before anything is allocated: what the metadata's model would cost
     data = wpath.read_bytes()
     if hashlib.sha256(data).hexdigest() != m["sha256"]:
         raise ModelError(f"{folder}: weights file is corrupt or was changed (checksum mismatch)")
@@ -153,6 +161,7 @@ def load(folder: str | Path) -> tuple[nn.Module, dict]:
         raise ModelError(f"{folder}: weights file cannot be loaded safely ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{folder}: weights file is not a plain tensor dictionary")
+    _check_state(folder, m, state, shapes)
     try:
         model = build_from_meta(m)
     except ModelError:
@@ -167,6 +176,37 @@ def load(folder: str | Path) -> tuple[nn.Module, dict]:
         raise ModelError(f"{folder}: weights do not fit a {m['arch']} with {len(m['vocab'])} classes "
                          f"({' '.join(s.strip() for s in first)[:300]})") from None
     return model.eval(), m
+
+
+def _expected_shapes(folder: Path, m: dict) -> dict[str, tuple]:
+    """The tensor shapes the model that model.json describes would hold, found by building it on the 'meta' device
+    (no memory); refused when the parameters alone would pass MAX_WEIGHTS_BYTES."""
+    try:
+        with torch.device("meta"):
+            model = build_from_meta(m)
+    except ModelError:
+        raise
+    except Exception as e:  # a hand-edited or hostile model.json: wrong types, unknown options
+        raise ModelError(f"{folder}: model.json does not describe a model this logoapp can build "
+                         f"({type(e).__name__}: {str(e)[:200]})") from None
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    cost = sum(4 * math.prod(s) for s in shapes.values())
+    if cost > MAX_WEIGHTS_BYTES:
+        raise ModelError(f"{folder}: model.json describes a model of {cost / 2**20:,.0f} MB "
+                         f"(at most {MAX_WEIGHTS_BYTES // 2**20} MB)")
+    return shapes
+
+
+def _check_state(folder: Path, m: dict, state: dict, shapes: dict) -> None:
+    """Weights must fit the model exactly and be stored whole: a tensor 'stretched' from one stored number (stride 0)
+    would cost a small file gigabytes once copied into the model."""
+    for k, t in state.items():
+        if not t.is_contiguous() or t.untyped_storage().nbytes() < t.numel() * t.element_size():
+            raise ModelError(f"{folder}: weights file holds a tensor ({k}) that is not stored whole")
+    wrong = sorted(set(shapes) ^ set(state)) or [k for k in shapes if tuple(state[k].shape) != shapes[k]]
+    if wrong:
+        raise ModelError(f"{folder}: weights do not fit a {m['arch']} with {len(m['vocab'])} classes "
+                         f"({len(wrong)} tensors missing, extra or of the wrong shape, first: {wrong[0]})")
 
 
 def list_models(folder: str | Path | None = None) -> list[dict]:

@@ -15,10 +15,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import argparse  # noqa: E402
 import html  # noqa: E402
 import math  # noqa: E402
-import shutil  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import zipfile  # noqa: E402
@@ -27,14 +25,17 @@ from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 import torch  # noqa: E402
 
 from . import __version__, ideal, models, plots, store  # noqa: E402
 from . import data as datamod  # noqa: E402  (build_app's `data` argument is a path)
 from .config import Settings, models_dir as default_models_dir  # noqa: E402
-from .images import ImageError, header  # noqa: E402
+from . import tmpdirs  # noqa: E402
+from .images import ImageError, header, plain  # noqa: E402
 from .predict import Predictor  # noqa: E402
-from .uploads import ZIP_ENTRY_BYTES, extract_zip, zip_directory  # noqa: E402
+from .ui_guard import Guard, UploadError, uploaded  # noqa: E402
+from .uploads import extract_zip, zip_directory  # noqa: E402
 from .views import (PAGE, PATCH, DataCtx, ViewError, augment_view, board_df, cell_view, data_views,  # noqa: E402
                     eval_views, evaluate_on, file_name, gallery_view, ideal_views, linear_weights_view, page_indices,
                     pixel_view)
@@ -96,7 +97,7 @@ class Session:
         """Switch to another dataset (None: the shared start-up one); what was measured on the old one goes."""
         old, self.ctx = self.ctx, ctx
         if old is not None and old is not ctx and old.tmpdir:
-            shutil.rmtree(old.tmpdir, ignore_errors=True)
+            tmpdirs.remove(old.tmpdir)
         self.board, self.evals, self.sel = {}, {}, 0
 
     def close(self) -> None:
@@ -255,16 +256,27 @@ def _predict_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["file", "predicted", "probability %", "next best"])
 
 
+def upload(path) -> str:
+    """The path of a file uploaded to this app, else a gr.Error: every handler that opens a file a request named
+    checks it here (Gradio checks only requests that mark the file as an upload themselves)."""
+    try:
+        return uploaded(path)
+    except UploadError as e:
+        raise gr.Error(f"Cannot use this file: {e}.") from None
+
+
 def unopened(img: gr.Image) -> gr.Image:
     """Make an image input hand its handler the uploaded file's path without Gradio opening it first: logoapp's own
-    pipeline then decodes it and says what is wrong with a bad file (Gradio's check raises a raw Pillow error). An
-    instance attribute rather than a subclass: Gradio writes a .pyi stub beside any module that defines a component."""
-    gradio_preprocess = img.preprocess
+    pipeline then decodes it and says what is wrong with a bad file (Gradio's check raises a raw Pillow error), and
+    Gradio never decodes an image before logoapp's size checks (a data: URL is refused instead). An instance
+    attribute rather than a subclass: Gradio writes a .pyi stub beside any module that defines a component."""
 
     def preprocess(payload):
-        if payload is not None and payload.path and not (payload.url or "").startswith("data:"):
-            return str(payload.path)
-        return gradio_preprocess(payload)
+        if payload is None:
+            return None
+        if (payload.url or "").startswith("data:"):
+            raise gr.Error("Cannot use this file: send the image itself as an upload, not a data: URL.")
+        return upload(payload.path)
 
     img.preprocess = preprocess
     return img
@@ -303,9 +315,9 @@ def build_demo(model_dir: str | Path) -> gr.Blocks:
             if image is None:
                 return None
             try:
-                return pred.predict(image)
-            except ImageError as e:
-                raise gr.Error(f"Cannot use this image: {e}") from None
+                return pred.predict(upload(image))
+            except ImageError as e:  # what was wrong with the input, never a path or an address on the server
+                raise gr.Error(f"Cannot use this image: {plain(e)}") from None
 
         img.change(predict, img, out, api_name="predict", show_progress="minimal")
     return app
@@ -530,7 +542,8 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
                 if choice == "zip upload":
                     if not zpath:
                         raise gr.Error("Upload a .zip of class folders first.")
-                    tmp = tempfile.mkdtemp(prefix="logoapp-zip-")
+                    zpath = upload(zpath)
+                    tmp = str(tmpdirs.make("zip"))
                     skipped = []
                     root = extract_zip(zpath, tmp, skipped)
                     try:  # cache=False: the unpacked folder is temporary, so a cache entry would never be read
@@ -558,12 +571,10 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
                 else:
                     ds, name = datamod.resolve(None, **kw), "embedded crests"
             except datamod.DataError as e:
-                if tmp:
-                    shutil.rmtree(tmp, ignore_errors=True)
+                tmpdirs.remove(tmp)
                 raise gr.Error(str(e)) from None
             except BaseException:  # any other failure must not leave an unpacked upload behind either
-                if tmp:
-                    shutil.rmtree(tmp, ignore_errors=True)
+                tmpdirs.remove(tmp)
                 raise
             s.use(DataCtx(ds, name, tmp) if ds is not None else None)
             progress(0.9, desc="computing the ideal images")
@@ -823,7 +834,7 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
                 raise gr.Error(f"Cannot use this image: {e}") from None
 
         def classify(image, model, s: Session) -> dict | None:
-            return None if image is None else predictor(s, model or reg.default(ctx_of(s))).predict(image)
+            return None if image is None else predictor(s, model or reg.default(ctx_of(s))).predict(upload(image))
 
         def on_predict_note(image, model, s: Session):
             if image is None:
@@ -859,6 +870,7 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
             name = model
             if not files:
                 return pd.DataFrame(columns=["file", "predicted", "probability %", "next best"])
+            files = [upload(f) for f in files]
             p = predictor(s, name or reg.default(ctx_of(s)))
             return _predict_table(p.predict_many(files))
 
@@ -871,7 +883,7 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
                 raise gr.Error("Pick a model first.")
             if name.startswith(BASE):
                 model, meta = reg.get(name, ctx_of(s))
-                tmp = Path(tempfile.mkdtemp(prefix="logoapp-export-")) / f"pixel-{name[len(BASE):]}-{ctx_of(s).slug}"
+                tmp = tmpdirs.make("export") / f"pixel-{name[len(BASE):]}-{ctx_of(s).slug}"
                 src = store.save(model, meta, tmp)
             else:
                 src = reg.folder_of(name)
@@ -884,13 +896,14 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
             zpath = zip_file
             if not zpath:
                 return gr.skip()
-            try:  # count members from the end record first: zipfile would parse a huge directory before any check
-                n, dir_bytes = zip_directory(zpath)
+            zpath = upload(zpath)
+            try:  # count members before zipfile parses the directory: it would build a huge one before any check
+                n, _ = zip_directory(zpath, MAX_MODEL_ZIP_FILES)
             except ValueError as e:
                 raise gr.Error(f"Not a model zip: {e}.") from None
-            if n > MAX_MODEL_ZIP_FILES or dir_bytes > MAX_MODEL_ZIP_FILES * ZIP_ENTRY_BYTES:
-                raise gr.Error(f"Not a model zip: it has {n:,} files; a model zip from logoapp holds model.json and "
-                               f"one weights file (at most {MAX_MODEL_ZIP_FILES} files are accepted).")
+            if n > MAX_MODEL_ZIP_FILES:
+                raise gr.Error(f"Not a model zip: it has more than {MAX_MODEL_ZIP_FILES} files; a model zip from logoapp "
+                               "holds model.json and one weights file.")
             try:  # store.import_zip checks sizes, the checksum, and loads the weights with weights_only=True
                 dest = store.import_zip(zpath, folder)
             except store.ModelError as e:
@@ -959,8 +972,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def api_names(app: gr.Blocks) -> set[str]:
+    """The endpoint names callers may use: every named event that is not private."""
+    return {fn.api_name for fn in app.fns.values() if fn.api_name and fn.api_visibility != "private"}
+
+
+def _bytes(size: str | int) -> int:
+    from gradio.utils import _parse_file_size
+    return int(_parse_file_size(size))
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    tmpdirs.sweep_stale()  # uploads unpacked by an app that was killed
     auth = parse_auth(args.auth or os.environ.get("LOGOAPP_AUTH"))
     local = args.host in ("127.0.0.1", "localhost", "::1") and not args.share
     print(f"logoapp {__version__}: starting" + (f" (predict-only demo of {args.demo})" if args.demo else ""),
@@ -978,12 +1002,15 @@ def main(argv=None) -> None:
         else:
             print("logoapp: could not create a public link (no connection to gradio.app); serving locally only",
                   file=sys.stderr, flush=True)
+    max_file_size = args.max_file_size or ("64mb" if args.demo else "2gb")
+    guard = Middleware(Guard, max_upload=_bytes(max_file_size), api_names=lambda: api_names(app), login=bool(auth))
     try:
         app.queue(default_concurrency_limit=2).launch(
             server_name=args.host, server_port=args.port, share=share, auth=auth,
-            auth_message="logoapp: log in to continue" if auth else None, theme=theme(), css=CSS, show_error=True,
-            max_file_size=args.max_file_size or ("64mb" if args.demo else "2gb"), footer_links=["api", "settings"],
-            quiet=True, prevent_thread_lock=True,
+            auth_message="logoapp: log in to continue" if auth else None, theme=theme(), css=CSS,
+            show_error=not args.demo,  # the demo shows what was wrong with the input (gr.Error), nothing else
+            max_file_size=max_file_size, footer_links=["api", "settings"], quiet=True, prevent_thread_lock=True,
+            app_kwargs={"middleware": [guard]},
             enable_monitoring=False)  # Gradio's /monitoring/summary would show every visitor what the others ran
     except OSError as e:  # most often: the port is taken by another app (or another logoapp)
         print(f"logoapp: error: cannot serve on {args.host}:{args.port}: {str(e).split('. ')[0]}; "

@@ -124,7 +124,7 @@ def test_dataset_zip_unpacks_to_the_class_folders(tmp_path, monkeypatch):
     z = tmp_path / "set.zip"
     with zipfile.ZipFile(z, "w") as f:
         for cls in ("cats", "dogs"):
-            f.writestr(f"pets/{cls}/1.png", b"x")
+            f.writestr(f"pets/{cls}/1.png", b"\x89PNG\r\n\x1a\n")  # an image's first bytes: members are sniffed
         f.writestr("__MACOSX/pets/._cats", b"x")
     root = uploads.extract_zip(z, tmp_path / "out")
     assert root.name == "pets" and sorted(p.name for p in root.iterdir()) == ["cats", "dogs"]
