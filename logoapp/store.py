@@ -21,6 +21,8 @@ from . import __version__
 from .config import models_dir
 
 FORMAT = 1
+FORMAT_EXTRA = 2               # weights file with extra tensors: older logoapps ask for an upgrade instead of failing
+EXTRA = "extra:"               # key prefix of those tensors (the unknown-input test's features); never a module name
 REQUIRED = ("arch", "vocab", "size", "data_size", "channels", "weights", "sha256")
 MAX_ZIP_BYTES = 512 * 2**20   # unpacked size of an imported model zip
 MAX_ZIP_MEMBERS = 16           # a model zip holds model.json and one weights file
@@ -59,18 +61,21 @@ def safe_name(name: str) -> str:
     return s[:64] or "model"
 
 
-def save(model: nn.Module, meta: dict, out: str | Path) -> Path:
-    """Save to out/ (weights-<hash>.pt, then model.json last): a crash at any point leaves the previous model whole."""
+def save(model: nn.Module, meta: dict, out: str | Path, extra: dict[str, torch.Tensor] | None = None) -> Path:
+    """Save to out/ (weights-<hash>.pt, then model.json last): a crash at any point leaves the previous model whole.
+    extra: tensors kept beside the weights in the same file and checksum (the unknown-input test's features);
+    load(..., with_extra=True) gives them back."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state.update({EXTRA + k: v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
     blob_path = out / f".weights.{os.getpid()}.{threading.get_ident()}.pending"  # unique: concurrent saves don't collide
     _atomic_write(blob_path, lambda f: torch.save(state, f))
     digest = hashlib.sha256(blob_path.read_bytes()).hexdigest()
     weights = f"weights-{digest[:16]}.pt"
     os.replace(blob_path, out / weights)
-    meta = {**meta, "format": FORMAT, "weights": weights, "sha256": digest, "versions": _versions(),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "name": out.name}
+    meta = {**meta, "format": FORMAT_EXTRA if extra else FORMAT, "weights": weights, "sha256": digest,
+            "versions": _versions(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "name": out.name}
     _atomic_write(out / "model.json", lambda f: f.write(json.dumps(meta, indent=2, default=float).encode()))
     for p in out.glob("weights-*.pt"):  # the previous weights, now unreferenced
         if p.name != weights:
@@ -113,7 +118,7 @@ def read_meta(folder: str | Path) -> dict:
         raise ModelError(f"model.json in {folder} lacks {', '.join(missing)}")
     if not isinstance(m.get("format", 0), int):
         raise ModelError(f"model.json in {folder} has an invalid format number")
-    if m.get("format", 0) > FORMAT:
+    if m.get("format", 0) > FORMAT_EXTRA:
         raise ModelError(f"{folder} was saved by a newer logoapp (format {m['format']}); upgrade logoapp to load it")
     if not (isinstance(m["vocab"], list) and len(m["vocab"]) >= 2 and all(isinstance(v, str) for v in m["vocab"])):
         raise ModelError(f"model.json in {folder} has no valid vocab (a list of at least two class names)")
@@ -123,7 +128,21 @@ def read_meta(folder: str | Path) -> dict:
         raise ModelError(f"model.json in {folder} has invalid channels or sizes")
     if not re.fullmatch(r"weights-[0-9a-f]{16}\.pt", str(m["weights"])):
         raise ModelError(f"model.json in {folder} names an invalid weights file")
+    _check_calibration(m, folder)
     return m
+
+
+def _check_calibration(m: dict, folder) -> None:
+    """The optional calibration entries (temperature, unknown-input test), checked when present."""
+    from .calibrate import check_temperature
+    from .ood import check_meta
+    try:
+        if "temperature" in m:
+            check_temperature(m["temperature"])
+        if m.get("unknown") is not None:
+            check_meta(m["unknown"])
+    except ValueError as e:
+        raise ModelError(f"model.json in {folder}: {e}") from None
 
 
 def build_from_meta(m: dict) -> nn.Module:
@@ -141,8 +160,9 @@ def build_from_meta(m: dict) -> nn.Module:
     return model
 
 
-def load(folder: str | Path) -> tuple[nn.Module, dict]:
-    """(model in eval mode, metadata); refuses missing, corrupt, tampered or mismatched files with a ModelError."""
+def load(folder: str | Path, with_extra: bool = False) -> tuple[nn.Module, dict] | tuple[nn.Module, dict, dict]:
+    """(model in eval mode, metadata); refuses missing, corrupt, tampered or mismatched files with a ModelError.
+    with_extra: (model, metadata, the extra tensors saved with it ({} for models saved without))."""
     folder = Path(folder)
     m = read_meta(folder)
     wpath = folder / m["weights"]
@@ -161,7 +181,9 @@ def load(folder: str | Path) -> tuple[nn.Module, dict]:
         raise ModelError(f"{folder}: weights file cannot be loaded safely ({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{folder}: weights file is not a plain tensor dictionary")
-    _check_state(folder, m, state, shapes)
+    _check_whole(folder, state)
+    extra = {k[len(EXTRA):]: state.pop(k) for k in [k for k in state if k.startswith(EXTRA)]}
+    _check_shapes(folder, m, state, shapes)
     try:
         model = build_from_meta(m)
     except ModelError:
@@ -175,7 +197,7 @@ def load(folder: str | Path) -> tuple[nn.Module, dict]:
         first = str(e).split("\n")[0:3]
         raise ModelError(f"{folder}: weights do not fit a {m['arch']} with {len(m['vocab'])} classes "
                          f"({' '.join(s.strip() for s in first)[:300]})") from None
-    return model.eval(), m
+    return (model.eval(), m, extra) if with_extra else (model.eval(), m)
 
 
 def _expected_shapes(folder: Path, m: dict) -> dict[str, tuple]:
@@ -197,12 +219,16 @@ def _expected_shapes(folder: Path, m: dict) -> dict[str, tuple]:
     return shapes
 
 
-def _check_state(folder: Path, m: dict, state: dict, shapes: dict) -> None:
-    """Weights must fit the model exactly and be stored whole: a tensor 'stretched' from one stored number (stride 0)
-    would cost a small file gigabytes once copied into the model."""
+def _check_whole(folder: Path, state: dict) -> None:
+    """Every tensor must be stored whole: one 'stretched' from one stored number (stride 0) would cost a small file
+    gigabytes once copied into the model."""
     for k, t in state.items():
         if not t.is_contiguous() or t.untyped_storage().nbytes() < t.numel() * t.element_size():
             raise ModelError(f"{folder}: weights file holds a tensor ({k}) that is not stored whole")
+
+
+def _check_shapes(folder: Path, m: dict, state: dict, shapes: dict) -> None:
+    """The weights must fit the model model.json describes exactly: no tensor missing, extra or of another shape."""
     wrong = sorted(set(shapes) ^ set(state)) or [k for k in shapes if tuple(state[k].shape) != shapes[k]]
     if wrong:
         raise ModelError(f"{folder}: weights do not fit a {m['arch']} with {len(m['vocab'])} classes "
