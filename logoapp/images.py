@@ -230,11 +230,3 @@ def to_channels(a: np.ndarray, channels: int, out: np.ndarray | None = None) -> 
     out[...] = rgb
     return out
 
-
-def composite(a: np.ndarray, background=(255, 255, 255)) -> np.ndarray:
-    """RGBA uint8 -> RGB uint8 over a background colour, for display."""
-    if a.shape[-1] == 3:
-        return a
-    alpha = a[..., 3:4].astype(np.float32) / 255
-    bg = np.asarray(background, np.float32)
-    return (a[..., :3] * alpha + bg * (1 - alpha) + 0.5).astype(np.uint8)

@@ -21,9 +21,9 @@ from .config import models_dir
 
 FORMAT = 1
 REQUIRED = ("arch", "vocab", "size", "data_size", "channels", "weights", "sha256")
-MAX_ZIP_BYTES = 512 * 2**20   # unpacked size of an imported model zip
-MAX_ZIP_MEMBERS = 16           # a model zip holds model.json and one weights file
-MAX_JSON_BYTES = 2**20         # model.json is a few KB
+MAX_MODEL_ZIP_BYTES = 512 * 2**20   # unpacked size of an imported model zip
+MAX_MODEL_ZIP_FILES = 16             # members of a model zip (it holds model.json and one weights file): junk refused
+MAX_MODEL_JSON_BYTES = 2**20         # model.json is a few KB
 
 
 class ModelError(ValueError):
@@ -128,8 +128,8 @@ def build_from_meta(m: dict) -> nn.Module:
     if m["arch"] == "pixel":
         means = torch.zeros(len(m["vocab"]), m["channels"], m["data_size"], m["data_size"])
         return PixelSimilarity(means, m.get("distance", "l1"))
-    if m["arch"] not in M.TRAINABLE:
-        raise ModelError(f"unknown architecture {m['arch']!r} (this logoapp knows {', '.join(M.NAMES)})")
+    if m["arch"] not in M.trainable():
+        raise ModelError(f"unknown architecture {m['arch']!r} (this logoapp knows {', '.join(M.names())})")
     aug = {**m.get("aug", {}), "enabled": False}
     model, _ = M.build(m["arch"], m["channels"], len(m["vocab"]), m["data_size"], m["size"], m.get("mean"),
                        m.get("std"), aug, pretrained=False)
@@ -214,13 +214,13 @@ def import_zip(zpath: str | Path, folder: str | Path | None = None, name: str | 
         raise ModelError(f"not a model zip: {e}") from None
     with z, tempfile.TemporaryDirectory(prefix="logoapp-import-") as tmp:
         infos = {i.filename: i for i in z.infolist()}
-        if len(infos) > MAX_ZIP_MEMBERS:
+        if len(infos) > MAX_MODEL_ZIP_FILES:
             raise ModelError(f"not a model zip: {len(infos)} members (a model zip holds model.json and its weights)")
         if "model.json" not in infos:
             raise ModelError("not a model zip: model.json is missing")
-        if sum(i.file_size for i in infos.values()) > MAX_ZIP_BYTES:
-            raise ModelError(f"model zip too large when unpacked (> {MAX_ZIP_BYTES // 2**20} MB)")
-        if infos["model.json"].file_size > MAX_JSON_BYTES:
+        if sum(i.file_size for i in infos.values()) > MAX_MODEL_ZIP_BYTES:
+            raise ModelError(f"model zip too large when unpacked (> {MAX_MODEL_ZIP_BYTES // 2**20} MB)")
+        if infos["model.json"].file_size > MAX_MODEL_JSON_BYTES:
             raise ModelError("not a model zip: model.json is too large")
         (Path(tmp) / "model.json").write_bytes(z.read("model.json"))
         try:

@@ -9,9 +9,9 @@ from pathlib import Path, PurePosixPath
 from .data import DataError
 from .images import IMAGE_EXTS
 
-MAX_ZIP_FILES = 50_000          # an upload with more members than this is refused before anything is written
-MAX_ZIP_BYTES = 2 * 2**30       # unpacked size cap for an uploaded dataset zip
-ZIP_ENTRY_BYTES = 1024          # central-directory bytes allowed per member (a real entry is 46 bytes + its name)
+MAX_DATASET_ZIP_FILES = 50_000   # a dataset upload with more members is refused before anything is written
+MAX_DATASET_ZIP_BYTES = 2 * 2**30  # unpacked size cap for an uploaded dataset zip
+ZIP_ENTRY_BYTES = 1024            # central-directory bytes allowed per member (a real entry is 46 bytes + its name)
 
 
 def _size(n: int) -> str:
@@ -45,19 +45,19 @@ def extract_zip(zpath: str | Path, dest: str | Path, skipped: list | None = None
         n, dir_bytes = zip_directory(zpath)
     except ValueError as e:
         raise DataError(str(e)) from None
-    if n > MAX_ZIP_FILES or dir_bytes > MAX_ZIP_FILES * ZIP_ENTRY_BYTES:
+    if n > MAX_DATASET_ZIP_FILES or dir_bytes > MAX_DATASET_ZIP_FILES * ZIP_ENTRY_BYTES:
         raise DataError(f"zip has {n:,} files ({_size(dir_bytes)} of file names); the limit is "
-                                f"{MAX_ZIP_FILES:,} files")
+                                f"{MAX_DATASET_ZIP_FILES:,} files")
     try:
         z = zipfile.ZipFile(zpath)
     except (zipfile.BadZipFile, OSError) as e:
         raise DataError(f"not a zip file: {e}") from None
     with z:
         infos = [i for i in z.infolist() if not i.is_dir()]
-        if len(infos) > MAX_ZIP_FILES:
-            raise DataError(f"zip has {len(infos):,} files; the limit is {MAX_ZIP_FILES:,}")
-        if sum(i.file_size for i in infos) > MAX_ZIP_BYTES:
-            raise DataError(f"zip unpacks to more than {_size(MAX_ZIP_BYTES)}")
+        if len(infos) > MAX_DATASET_ZIP_FILES:
+            raise DataError(f"zip has {len(infos):,} files; the limit is {MAX_DATASET_ZIP_FILES:,}")
+        if sum(i.file_size for i in infos) > MAX_DATASET_ZIP_BYTES:
+            raise DataError(f"zip unpacks to more than {_size(MAX_DATASET_ZIP_BYTES)}")
         todo = []  # every name is checked before the first byte is written: a refused zip leaves dest empty
         for i in infos:
             name = i.filename.replace("\\", "/")
@@ -85,8 +85,8 @@ def extract_zip(zpath: str | Path, dest: str | Path, skipped: list | None = None
                 with z.open(i) as src, open(target, "wb") as dst:
                     while chunk := src.read(1 << 20):
                         written += len(chunk)
-                        if written > MAX_ZIP_BYTES:  # zipfile also stops at each declared size; belt and braces
-                            raise DataError(f"zip unpacks to more than {_size(MAX_ZIP_BYTES)}")
+                        if written > MAX_DATASET_ZIP_BYTES:  # zipfile also stops at each declared size; belt and braces
+                            raise DataError(f"zip unpacks to more than {_size(MAX_DATASET_ZIP_BYTES)}")
                         dst.write(chunk)
             except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError) as e:
                 # a bad CRC, an encrypted or oddly compressed member, a name the file system refuses

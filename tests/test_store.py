@@ -500,7 +500,7 @@ def test_import_refuses_weights_name_traversal(tmp_path):
 
 
 def test_import_refuses_huge_declared_size(tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "MAX_ZIP_BYTES", 100)
+    monkeypatch.setattr(store, "MAX_MODEL_ZIP_BYTES", 100)
     folder = saved(tmp_path)
     with pytest.raises(ModelError, match="too large"):
         store.import_zip(store.export_zip(folder, tmp_path / "a.zip"), tmp_path / "models")
