@@ -215,8 +215,14 @@ def cmd_predict(args):
 
 
 def cmd_app(args):
+    return web_app(args.rest)
+
+
+def web_app(argv: list[str]):
+    """Start the web app with app.py's flags: the command line's one door into logoapp.ui (imported only here,
+    so every other command runs without Gradio)."""
     from .ui import main as ui_main
-    return ui_main(args.rest)
+    return ui_main(argv)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -232,13 +238,15 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("data", metavar="DATA", help="image folder (class sub-folders or train/valid) or 'embedded'")
         if size:
             s.add_argument("--size", type=int, default=None, help=size)
-        s.add_argument("--valid-pct", type=float, default=None, help="validation fraction when not pre-split (default 0.2)")
+        s.add_argument("--valid-pct", type=float, default=None,
+                       help="validation fraction when not pre-split (default 0.2)")
         s.add_argument("--seed", type=int, default=None, help="random seed for the split (default 42)")
         s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     s = sub.add_parser("synth", help="write the built-in crest set as PNG class folders")
     s.add_argument("out", metavar="OUT", help="folder to write")
-    s.add_argument("--classes", type=int, default=None, help="number of classes (default all; 2 = the look-alike red pair)")
+    s.add_argument("--classes", type=int, default=None,
+                   help="number of classes (default all; 2 = the look-alike red pair)")
     s.add_argument("--per-class", type=int, default=300, help="images per class (default 300)")
     s.add_argument("--size", type=int, default=140, help="image size in pixels (default 140)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -260,7 +268,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--model", choices=M.trainable(), default=M.DEFAULT_MODEL,
                    help=f"which rung of the ladder (default {M.DEFAULT_MODEL})")
     s.add_argument("--epochs", type=int, default=None, help="epochs (default: per model)")
-    s.add_argument("--lr", type=float, default=None, help="peak learning rate of the one-cycle schedule (default: per model)")
+    s.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate of the one-cycle schedule (default: per model)")
     s.add_argument("--bs", type=int, default=64, help="batch size (default 64)")
     s.add_argument("--no-aug", action="store_true", help="turn augmentation off")
     s.add_argument("--out", default=None, help="model folder to write (default models/<model>)")
@@ -290,8 +299,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0].startswith("--") and argv[0] not in ("--help", "--version", "-h"):
-        from .ui import main as ui_main  # no command: the web app (flags pass through)
-        return ui_main(argv) or 0
+        return web_app(argv) or 0  # no command: the web app (flags pass through)
     args = parser().parse_args(argv)
     if not getattr(args, "fn", None):
         parser().print_help()

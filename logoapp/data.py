@@ -112,7 +112,7 @@ def _walk(top: Path):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in sorted(filenames):
             if not f.startswith("."):
-                yield os.path.join(dirpath, f)  # plain strings: Path objects cost ~30% of re-opening from the cache
+                yield os.path.join(dirpath, f)  # plain strings: Path objects slow re-opening from the cache
 
 
 def _class_files(top: Path, bad: list[BadFile], notes: list[str]) -> dict[str, list[str]]:
@@ -322,7 +322,8 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
     bad.sort(key=lambda b: b.path)
     vocab = sorted(set(classes))
     if not vocab:
-        raise DataError(f"no readable images in {root} ({len(bad)} files skipped, first: {bad[0].path}: {bad[0].reason})"
+        raise DataError(f"no readable images in {root} ({len(bad)} files skipped, first: {bad[0].path}: "
+                        f"{bad[0].reason})"
                         if bad else f"no readable images in {root}")
     if len(vocab) < 2:
         raise DataError(f"found only one class ('{vocab[0]}') in {root}: a classifier needs at least two class folders")
@@ -341,10 +342,12 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
     return Dataset(str(root), vocab, items, labels, images, split, sizes, modes, bad, notes, presplit, seed, valid_pct)
 
 
-def embedded(size: int | None = None, valid_pct: float | None = None, seed: int | None = None, progress=None) -> Dataset:
+def embedded(size: int | None = None, valid_pct: float | None = None, seed: int | None = None,
+             progress=None) -> Dataset:
     """The built-in crest set, generated once into the cache folder, opened like any folder."""
     from .synth import default_dataset
-    return open_dataset(default_dataset(progress=progress), size=size, valid_pct=valid_pct, seed=seed, progress=progress)
+    return open_dataset(default_dataset(progress=progress), size=size, valid_pct=valid_pct, seed=seed,
+                        progress=progress)
 
 
 def resolve(data, **kw) -> Dataset:

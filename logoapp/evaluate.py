@@ -95,8 +95,9 @@ class Evaluation:
         out = []
         for pos, loss in top_losses(self.probs, self.targs, k):
             i, p = int(self.idx[pos]), int(self.preds[pos])
-            out.append({"index": i, "path": self.items[i] if self.items else None, "actual": self.vocab[self.targs[pos]],
-                        "predicted": self.vocab[p], "probability": float(self.probs[pos, p]), "loss": float(loss)})
+            out.append({"index": i, "path": self.items[i] if self.items else None,
+                        "actual": self.vocab[self.targs[pos]], "predicted": self.vocab[p],
+                        "probability": float(self.probs[pos, p]), "loss": float(loss)})
         return out
 
     def cell(self, actual: int, predicted: int) -> np.ndarray:
@@ -111,7 +112,7 @@ class Evaluation:
 
 
 def split_idx(ds, split: str | Split) -> np.ndarray:
-    """Positions of a split; 'all' for every item, and 'valid' falls back to 'test' when there is no validation split."""
+    """Positions of a split ('all': every item); 'valid' falls back to 'test' when there is no validation split."""
     if split == "all":
         return np.arange(len(ds.items))
     idx = ds.idx(split)

@@ -61,7 +61,8 @@ def save(model: nn.Module, meta: dict, out: str | Path) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    blob_path = out / f".weights.{os.getpid()}.{threading.get_ident()}.pending"  # unique: concurrent saves don't collide
+    # unique per process and thread: concurrent saves don't collide
+    blob_path = out / f".weights.{os.getpid()}.{threading.get_ident()}.pending"
     _atomic_write(blob_path, lambda f: torch.save(state, f))
     digest = hashlib.sha256(blob_path.read_bytes()).hexdigest()
     weights = f"weights-{digest[:16]}.pt"
@@ -114,7 +115,8 @@ def read_meta(folder: str | Path) -> dict:
         raise ModelError(f"{folder} was saved by a newer logoapp (format {m['format']}); upgrade logoapp to load it")
     if not (isinstance(m["vocab"], list) and len(m["vocab"]) >= 2 and all(isinstance(v, str) for v in m["vocab"])):
         raise ModelError(f"model.json in {folder} has no valid vocab (a list of at least two class names)")
-    if m["channels"] not in (3, 4) or not all(isinstance(m[k], int) and 8 <= m[k] <= 1024 for k in ("size", "data_size")):
+    if m["channels"] not in (3, 4) or not all(isinstance(m[k], int) and 8 <= m[k] <= 1024
+                                              for k in ("size", "data_size")):
         raise ModelError(f"model.json in {folder} has invalid channels or sizes")
     if not re.fullmatch(r"weights-[0-9a-f]{16}\.pt", str(m["weights"])):
         raise ModelError(f"model.json in {folder} names an invalid weights file")
@@ -150,7 +152,8 @@ def load(folder: str | Path) -> tuple[nn.Module, dict]:
         import io
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # weights_only refuses any pickled code; report it, never run it
-        raise ModelError(f"{folder}: weights file cannot be loaded safely ({type(e).__name__}: {str(e)[:200]})") from None
+        raise ModelError(f"{folder}: weights file cannot be loaded safely "
+                         f"({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{folder}: weights file is not a plain tensor dictionary")
     try:

@@ -49,7 +49,8 @@ class DataCtx:
                 b["seconds"] = time.perf_counter() - t
                 b["meta"] = {"arch": "pixel", "distance": kind, "vocab": self.ds.vocab, "size": self.ds.size,
                              "data_size": self.ds.size, "channels": self.ds.channels, "n_params": 0,
-                             "metrics": {"accuracy": b["accuracy"], "per_class": b["per_class"], "seconds": b["seconds"]}}
+                             "metrics": {"accuracy": b["accuracy"], "per_class": b["per_class"],
+                                         "seconds": b["seconds"]}}
                 self._base[kind] = b
             return self._base[kind]
 
@@ -124,7 +125,8 @@ def augment_view(ctx: DataCtx, i: int, n: int = 11):
     imgs = [ds.images[i]] + list(out)
     titles = ["original"] + [f"augmented {k + 1}" for k in range(n)]
     return plots.image_grid(imgs, titles, cols=6, size=1.7,
-                            suptitle=f"What training sees: random rotation, flip, zoom, shear and lighting ({file_name(ds.items[i])})")
+                            suptitle="What training sees: random rotation, flip, zoom, shear and lighting "
+                                     f"({file_name(ds.items[i])})")
 
 
 def data_md(ctx: DataCtx) -> str:
@@ -233,5 +235,6 @@ def cell_view(res: Evaluation, ctx: DataCtx, actual: str, predicted: str) -> dic
     items = [(ds.images[res.idx[j]], f"{caption_stem(ds.items[res.idx[j]], actual)}\np={res.probs[j, p]:.2f}")
              for j in pos[:CELL_MAX]]
     what = "correctly classified" if a == p else f"predicted as **{predicted}**"
-    md = f"{len(pos)} validation image(s) of **{actual}** {what}" + (f" (showing {CELL_MAX})" if len(pos) > CELL_MAX else "")
+    md = (f"{len(pos)} validation image(s) of **{actual}** {what}"
+          + (f" (showing {CELL_MAX})" if len(pos) > CELL_MAX else ""))
     return {"cell": items, "cell_md": md}

@@ -125,7 +125,7 @@ def fit_like(imgs):
 
 
 def test_evaluate_a_model_of_other_classes_and_channels(tiny4):
-    """What `logoapp eval` does with a model trained elsewhere: only the classes it knows, in its order; its channels."""
+    """What `logoapp eval` does with a model trained elsewhere: the classes it knows, in its order; its channels."""
     ds = open_dataset(tiny4, size=16)
     vocab = ["class2", "class0"]
     sub = np.flatnonzero(np.isin(ds.labels, [2, 0]))

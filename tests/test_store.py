@@ -33,7 +33,8 @@ def build(arch="linear", n=2, channels=4, size=8, seed=0):
     model, info = M.build(arch, channels, n, size, 16 if arch == "cnn" else None, [0.4] * channels, [0.3] * channels,
                           M.default_aug(channels, False))
     meta = {"arch": arch, "vocab": [f"class{k}" for k in range(n)], "size": info["size"], "data_size": size,
-            "channels": channels, "mean": [0.4] * channels, "std": [0.3] * channels, "aug": M.default_aug(channels, False)}
+            "channels": channels, "mean": [0.4] * channels, "std": [0.3] * channels,
+            "aug": M.default_aug(channels, False)}
     return model.eval(), meta
 
 

@@ -6,7 +6,6 @@ import zipfile
 from types import SimpleNamespace
 
 import gradio as gr
-import pandas as pd
 import pytest
 
 from conftest import make_folder
@@ -17,7 +16,10 @@ from logoapp.ui.tabs import data, evaluate, ideal, modules, predict, refresh_all
 from logoapp.ui.wiring import Ui, Updates
 
 L1 = BASE + "l1"
-quiet = (lambda *a, **k: None)
+
+
+def quiet(*args, **kwargs):
+    """A progress callback that reports nothing."""
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +136,8 @@ def test_train_form(shared):
     assert "linear" in desc and epochs == 6 and lr == 1e-3 and size == 16 and aug is False
     assert train.config("cnn", 2, 0.01, 16, 32, True, 1).model == "cnn"
     for bad, words in [(("nope", 1, 0.1, 16, 16, False, 0), "Unknown model"),
-                       (("cnn", 1, 0, 16, 16, False, 0), "learning rate"), (("cnn", 0, 0.1, 16, 16, False, 0), "Epochs"),
+                       (("cnn", 1, 0, 16, 16, False, 0), "learning rate"),
+                       (("cnn", 0, 0.1, 16, 16, False, 0), "Epochs"),
                        (("cnn", 1, 0.1, 16, 4, False, 0), "input size")]:
         with pytest.raises(gr.Error, match=words):
             train.config(*bad)

@@ -33,8 +33,8 @@ class Registry:
         if ctx is not None:
             for kind in ideal.DISTANCES:
                 acc = ctx.baseline(kind)["accuracy"] if kind in ctx.computed() else None
-                out.append((f"pixel-similarity baseline · {kind.upper()}" + (f" · {acc:.1%}" if acc is not None else ""),
-                            BASE + kind))
+                label = f"pixel-similarity baseline · {kind.upper()}" + (f" · {acc:.1%}" if acc is not None else "")
+                out.append((label, BASE + kind))
         for m in self.saved():
             acc = m.get("accuracy")
             out.append((f"{m['name']} · {m['arch']}" + (f" · {acc:.1%}" if isinstance(acc, (int, float)) else ""),
