@@ -16,7 +16,7 @@ from ...views import (PAGE, PATCH, DataCtx, augment_view, data_views, file_name,
                       pixel_view)
 from ..state import Session, Shared
 from ..wiring import Ui, Updates
-from . import refresh_all
+from . import modules, refresh_all
 
 FOLDER, EMBEDDED, ZIP = "folder on the server", "embedded crests", "zip upload"
 START = "the app's start-up data"  # a choice when --data was given but server folders are off
@@ -86,7 +86,6 @@ def layout(ui: Ui, shared: Shared) -> None:
 
 
 def wire(ui: Ui) -> None:
-    from . import modules
     quiet = dict(api_visibility="private", show_progress="hidden")
     ui.on("source.change", on_source, "source", ["path", "zfile"], **quiet)
     everything = ["session"] + [n for tab in modules() for n in tab.REFRESHES] + ["result"]

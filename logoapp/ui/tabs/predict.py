@@ -78,8 +78,8 @@ def wire(ui: Ui) -> None:
 def refresh(s: Session) -> Updates:
     """The default model picked, with its examples."""
     dflt = s.reg.default(s.data)
-    return pickers(s, ["pmodel"], pmodel=dflt) | Updates(pex=gr.update(visible=bool(model_examples(s.reg, dflt,
-                                                                                                    s.data))))
+    shown = bool(model_examples(s.reg, dflt, s.data))
+    return pickers(s, ["pmodel"], pmodel=dflt) | Updates(pex=gr.update(visible=shown))
 
 
 def model_examples(reg: Registry, name: str | None, ctx: DataCtx | None) -> list[str]:
