@@ -38,11 +38,6 @@ class Rung:
     def trainable(self) -> bool:
         return self.builder is not None
 
-    @property
-    def defaults(self) -> dict:
-        """What a run uses when nothing else is asked for: input size (None: the data's), epochs, lr, augmentation."""
-        return dict(size=self.size, epochs=self.epochs, lr=self.lr, aug=self.augment)
-
 
 RUNGS: dict[str, Rung] = {}
 DEFAULT_MODEL = "cnn"            # the rung the app, the CLI and TrainConfig start from

@@ -31,9 +31,6 @@ class Ui:
     def __getitem__(self, name: str):
         return self.named[name][0]
 
-    def __contains__(self, name: str) -> bool:
-        return name in self.named
-
     def all(self, names) -> list:
         """Components by name, in order; a name standing for several gives them all."""
         if isinstance(names, str):
