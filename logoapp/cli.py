@@ -4,11 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import threading
-
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 EPILOG = """examples:
   logoapp                                  start the web app on the built-in crest set
@@ -43,10 +40,10 @@ def _bar(desc: str):
 
 
 def _clean(o):
-    """JSON-safe: NaN -> null, numpy -> python, private keys dropped."""
+    """JSON-safe: NaN -> null, numpy -> python."""
     import numpy as np
     if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items() if not str(k).startswith("_")}
+        return {str(k): _clean(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
         return [_clean(v) for v in o]
     if isinstance(o, np.ndarray):
@@ -111,7 +108,7 @@ def cmd_info(args):
     _print_bad(s["bad"])
 
 
-def _per_class_table(per_class: dict, counts: dict | None = None) -> None:
+def _per_class_table(per_class: dict) -> None:
     w = max(len(c) for c in per_class) if per_class else 5
     for c, a in per_class.items():
         print(f"  {c:<{w}}  {_pct(a)}")
@@ -133,8 +130,7 @@ def cmd_baseline(args):
 
 def cmd_train(args):
     from . import store
-    from .models import DEFAULTS
-    from .train import TrainConfig, train
+    from .train import Batch, Done, Epoch, Error, Start, TrainConfig, train
     ds = _open(args)
     cfg = TrainConfig(model=args.model, epochs=args.epochs, lr=args.lr, bs=args.bs, size=args.size,
                       aug=False if args.no_aug else None, seed=42 if args.seed is None else args.seed)
@@ -144,20 +140,20 @@ def cmd_train(args):
     stop = threading.Event()
     try:
         for e in train(ds, cfg, stop=stop, out=out):
-            if e["type"] == "start":
-                bar = tqdm(total=e["n_iter"] * (cfg.epochs or DEFAULTS[args.model]["epochs"]), file=sys.stderr,
-                           desc=args.model, leave=False, disable=None, dynamic_ncols=True)
-                if e.get("weights_note"):
-                    print(e["weights_note"], file=sys.stderr)
-            elif e["type"] == "batch" and bar is not None:
-                bar.n = e["epoch"] * e["n_iter"] + e["iter"] + 1
-                bar.set_postfix(loss=f"{e['train_loss']:.3f}", acc=f"{e['train_acc']:.3f}", refresh=True)
-            elif e["type"] == "epoch" and not args.json:
-                (bar.write if bar else print)(f"epoch {e['epoch']}  train_loss {e['train_loss']:.4f}  valid_loss "
-                                              f"{e['valid_loss']:.4f}  accuracy {e['accuracy']:.4f}  {e['seconds']:.1f}s")
-            elif e["type"] == "error":
-                raise CliError(f"training failed: {e['message']}")
-            elif e["type"] == "done":
+            if isinstance(e, Start):
+                bar = tqdm(total=e.n_iter * cfg.resolved().epochs, file=sys.stderr, desc=args.model, leave=False,
+                           disable=None, dynamic_ncols=True)
+                if e.weights_note:
+                    print(e.weights_note, file=sys.stderr)
+            elif isinstance(e, Batch) and bar is not None:
+                bar.n = e.epoch * e.n_iter + e.iter + 1
+                bar.set_postfix(loss=f"{e.train_loss:.3f}", acc=f"{e.train_acc:.3f}", refresh=True)
+            elif isinstance(e, Epoch) and not args.json:
+                (bar.write if bar else print)(f"epoch {e.epoch}  train_loss {e.train_loss:.4f}  valid_loss "
+                                              f"{e.valid_loss:.4f}  accuracy {e.accuracy:.4f}  {e.seconds:.1f}s")
+            elif isinstance(e, Error):
+                raise CliError(f"training failed: {e.message}")
+            elif isinstance(e, Done):
                 done = e
     except KeyboardInterrupt:
         stop.set()
@@ -166,11 +162,11 @@ def cmd_train(args):
         if bar is not None:
             bar.close()
     if args.json:
-        return _json(done)
-    print(f"{args.model}: accuracy {_pct(done['accuracy'])} in {done['seconds']:.1f}s "
-          f"({done['images_per_second']:.0f} images/s, {done['n_params']:,} parameters)")
-    _per_class_table(done["per_class"])
-    print(f"saved to {done['model_path']}")
+        return _json(done.to_dict())
+    print(f"{args.model}: accuracy {_pct(done.accuracy)} in {done.seconds:.1f}s "
+          f"({done.images_per_second:.0f} images/s, {done.n_params:,} parameters)")
+    _per_class_table(done.per_class)
+    print(f"saved to {done.model_path}")
 
 
 def _load(path):
@@ -183,35 +179,22 @@ def _load(path):
 
 
 def cmd_eval(args):
-    import numpy as np
-    import torch
-    from .evaluate import align_vocab, evaluate_probs, get_probs
-    p = _load(args.model_dir)
     from .data import resolve
+    from .evaluate import evaluate
+    p = _load(args.model_dir)
     ds = resolve(args.data, size=p.size, valid_pct=args.valid_pct, seed=args.seed, progress=_bar("loading"))
-    if ds.channels != p.channels:
-        from .images import to_channels
-        images = np.stack([to_channels(a, p.channels) for a in ds.images]) if len(ds.images) else ds.images
-    else:
-        images = ds.images
-    keep, targs = align_vocab(p.vocab, ds)
-    if args.split != "all":
-        keep &= ds.split == {"train": 0, "valid": 1, "test": 2}[args.split]
-    idx = np.flatnonzero(keep)
-    if not len(idx):
-        raise CliError(f"no images of the model's classes ({', '.join(p.vocab[:5])}...) in the {args.split} split of {ds.root}")
-    probs = get_probs(p.model, images[idx]) if len(idx) else torch.zeros(0, len(p.vocab))
-    r = evaluate_probs(probs, targs[idx], p.vocab, ds.items, idx)
-    out = {"model": str(args.model_dir), "split": args.split, "n": r["n"], "accuracy": r["accuracy"],
-           "per_class": r["per_class"], "confusion": r["confusion"], "most_confused": r["most_confused"][:20],
-           "top_losses": r["top_losses"], "skipped": [b.__dict__ for b in ds.bad]}
+    r = evaluate(p.model, ds, args.split, vocab=p.vocab, channels=p.channels)
+    if not r.n:
+        raise CliError(f"no images of the model's classes ({', '.join(p.vocab[:5])}...) in the {args.split} split "
+                       f"of {ds.root}")
     if args.json:
-        return _json(out)
-    print(f"{args.model_dir} on {r['n']} {args.split} images of {ds.root}: accuracy {_pct(r['accuracy'])}")
-    _per_class_table(r["per_class"])
-    if r["most_confused"]:
+        return _json({"model": str(args.model_dir), **r.to_dict(n_confused=20), "split": args.split,
+                      "skipped": [b.__dict__ for b in ds.bad]})
+    print(f"{args.model_dir} on {r.n} {args.split} images of {ds.root}: accuracy {_pct(r.accuracy)}")
+    _per_class_table(r.per_class)
+    if r.most_confused():
         print("\nmost confused (actual -> predicted: count):")
-        for a, b, n in r["most_confused"][:10]:
+        for a, b, n in r.most_confused()[:10]:
             print(f"  {a} -> {b}: {n}")
 
 
@@ -232,13 +215,19 @@ def cmd_predict(args):
 
 
 def cmd_app(args):
+    return web_app(args.rest)
+
+
+def web_app(argv: list[str]):
+    """Start the web app with app.py's flags: the command line's one door into logoapp.ui (imported only here,
+    so every other command runs without Gradio)."""
     from .ui import main as ui_main
-    return ui_main(args.rest)
+    return ui_main(argv)
 
 
 def parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .models import DESCRIPTIONS, TRAINABLE
+    from . import models as M
     p = argparse.ArgumentParser(prog="logoapp", description="Build an image classifier from a folder of pictures, "
                                 "and understand it. With no command, starts the web app.", epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -249,13 +238,15 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("data", metavar="DATA", help="image folder (class sub-folders or train/valid) or 'embedded'")
         if size:
             s.add_argument("--size", type=int, default=None, help=size)
-        s.add_argument("--valid-pct", type=float, default=None, help="validation fraction when not pre-split (default 0.2)")
+        s.add_argument("--valid-pct", type=float, default=None,
+                       help="validation fraction when not pre-split (default 0.2)")
         s.add_argument("--seed", type=int, default=None, help="random seed for the split (default 42)")
         s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
     s = sub.add_parser("synth", help="write the built-in crest set as PNG class folders")
     s.add_argument("out", metavar="OUT", help="folder to write")
-    s.add_argument("--classes", type=int, default=None, help="number of classes (default all; 2 = the look-alike red pair)")
+    s.add_argument("--classes", type=int, default=None,
+                   help="number of classes (default all; 2 = the look-alike red pair)")
     s.add_argument("--per-class", type=int, default=300, help="images per class (default 300)")
     s.add_argument("--size", type=int, default=140, help="image size in pixels (default 140)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -271,12 +262,14 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_baseline)
 
     s = sub.add_parser("train", help="train a model and save it", formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="models:\n" + "\n".join(f"  {k:<9} {DESCRIPTIONS[k]}" for k in TRAINABLE))
+                       epilog="models:\n" + "\n".join(f"  {k:<9} {M.describe(k)}" for k in M.trainable()))
     data_args(s, size="image size for loading and for the model (default: load at the images' own size, at most 140; "
                       "the model at its own default, e.g. 64 for cnn)")
-    s.add_argument("--model", choices=TRAINABLE, default="cnn", help="which rung of the ladder (default cnn)")
+    s.add_argument("--model", choices=M.trainable(), default=M.DEFAULT_MODEL,
+                   help=f"which rung of the ladder (default {M.DEFAULT_MODEL})")
     s.add_argument("--epochs", type=int, default=None, help="epochs (default: per model)")
-    s.add_argument("--lr", type=float, default=None, help="peak learning rate of the one-cycle schedule (default: per model)")
+    s.add_argument("--lr", type=float, default=None,
+                   help="peak learning rate of the one-cycle schedule (default: per model)")
     s.add_argument("--bs", type=int, default=64, help="batch size (default 64)")
     s.add_argument("--no-aug", action="store_true", help="turn augmentation off")
     s.add_argument("--out", default=None, help="model folder to write (default models/<model>)")
@@ -306,8 +299,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0].startswith("--") and argv[0] not in ("--help", "--version", "-h"):
-        from .ui import main as ui_main  # no command: the web app (flags pass through)
-        return ui_main(argv) or 0
+        return web_app(argv) or 0  # no command: the web app (flags pass through)
     args = parser().parse_args(argv)
     if not getattr(args, "fn", None):
         parser().print_help()

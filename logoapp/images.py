@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm",
+              ".pbm"}
 MAX_PIXELS = 60_000_000      # ~ a 7700x7700 photo; larger files are refused before they are decoded
 MAX_BYTES = 64 * 1024 * 1024  # no crest or photo needs more; keeps a hostile upload from filling memory
 ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
@@ -197,7 +198,7 @@ def _load(img: Image.Image, size: int) -> Image.Image:
 
 def resize(a: np.ndarray, size: int) -> np.ndarray:
     """(H, W, 3|4) uint8 -> (size, size, C) uint8: squished, antialiased bilinear (Pillow's BILINEAR filter, run
-    by torch's SIMD uint8 kernel: 1.7-4x faster than Pillow's resize, by mode and transparency). RGBA is
+    by torch's SIMD uint8 kernel, faster than Pillow's resize: README, Performance). RGBA is
     resized premultiplied, so the colour of transparent pixels does not bleed into the edges, then
     un-premultiplied."""
     if a.shape[:2] == (size, size):
@@ -271,8 +272,9 @@ def to_channels(a: np.ndarray, channels: int, out: np.ndarray | None = None) -> 
     return out
 
 
+
 def composite(a: np.ndarray, background=(255, 255, 255)) -> np.ndarray:
-    """RGBA uint8 -> RGB uint8 over a background colour, for display."""
+    """RGBA uint8 -> RGB uint8 over a background colour, for display (heatmap overlays)."""
     if a.shape[-1] == 3:
         return a
     alpha = a[..., 3:4].astype(np.float32) / 255

@@ -160,10 +160,12 @@ def pixel_patch(patch: np.ndarray, x0: int = 0, y0: int = 0):
 
 # ---------------------------------------------------------------------------------------------- ideal
 
-def ideal_grid(means: np.ndarray, vocab: list[str], grey: np.ndarray | None = None, background: str = "checker") -> Figure:
+def ideal_grid(means: np.ndarray, vocab: list[str], grey: np.ndarray | None = None,
+               background: str = "checker") -> Figure:
     """One column per class: the mean ('ideal') image composited, its alpha channel, and the grey channel-average."""
     k, c = means.shape[:2]
-    rows = [("ideal image", "rgb")] + ([("alpha (opacity)", "alpha")] if c == 4 else []) + ([("grey average", "grey")] if grey is not None else [])
+    rows = ([("ideal image", "rgb")] + ([("alpha (opacity)", "alpha")] if c == 4 else [])
+            + ([("grey average", "grey")] if grey is not None else []))
     cols = min(k, 10)
     blocks = math.ceil(k / cols)
     fig = _fig(cols * 1.35 + 0.9, blocks * len(rows) * 1.45 + 0.2)
@@ -225,7 +227,8 @@ def per_class_table(per_class: dict[str, float], counts: dict[str, int] | None =
 
 # ---------------------------------------------------------------------------------------------- training
 
-def loss_curves(batches: list[tuple[float, float]], epochs: list[tuple[float, float]], n_epoch: int | None = None) -> Figure:
+def loss_curves(batches: list[tuple[float, float]], epochs: list[tuple[float, float]],
+                n_epoch: int | None = None) -> Figure:
     """Smoothed training loss and validation loss per epoch, against (fractional) epochs."""
     fig = _fig(5.6, 3.2)
     ax = fig.add_subplot()
@@ -247,7 +250,8 @@ def loss_curves(batches: list[tuple[float, float]], epochs: list[tuple[float, fl
     return fig
 
 
-def accuracy_curve(batches: list[tuple[float, float]], epochs: list[tuple[float, float]], n_epoch: int | None = None) -> Figure:
+def accuracy_curve(batches: list[tuple[float, float]], epochs: list[tuple[float, float]],
+                   n_epoch: int | None = None) -> Figure:
     """Smoothed training accuracy and validation accuracy per epoch."""
     fig = _fig(5.6, 3.2)
     ax = fig.add_subplot()
@@ -333,7 +337,8 @@ def most_confused_table(pairs: list[tuple[str, str, int]]) -> pd.DataFrame:
 
 
 def linear_weights(weights: np.ndarray, vocab: list[str]) -> Figure:
-    """A linear model's weights, one (H, W) image per class (averaged over channels): red pixels vote for it, blue against."""
+    """A linear model's weights, one (H, W) image per class (averaged over channels): red pixels vote for it, blue
+    against."""
     k = len(vocab)
     cols = min(5, k)
     rows = math.ceil(k / cols)

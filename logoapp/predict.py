@@ -22,8 +22,8 @@ from .models import Net
 def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A copy for inference only, same outputs to float rounding (~1e-7): each batch-norm that directly follows a
     convolution folded into it, channels-last weights when there are convolutions, and a Net run as a flat list of
-    tensor functions (FlatNet). On a 2-core CPU the default cnn runs one image in ~0.7x the time, a batch of 64 in
-    ~0.9x. The copy shares nothing with the model it came from; build it after moving the model to its device."""
+    tensor functions (FlatNet): faster than the model itself, most of all for one image (README, Performance).
+    The copy shares nothing with the model it came from; build it after moving the model to its device."""
     m = copy.deepcopy(model).eval()
     if any(isinstance(c, torch.nn.Conv2d) for c in m.modules()):
         for seq in [s for s in m.modules() if isinstance(s, torch.nn.Sequential)]:
@@ -38,9 +38,9 @@ def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 class FlatNet(torch.nn.Module):
     """A Net in eval mode as one loop over plain tensor functions: nested Sequentials flattened, Identity and
-    Dropout dropped, convolutions, ReLUs, pooling, flatten and linear layers called as torch functions. Each
-    module call costs a few microseconds of Python; the small CNN makes ~30 of them, about a sixth of its
-    single-image time on a CPU. Layers of other kinds (a ResNet's blocks) are called as modules; same maths."""
+    Dropout dropped, convolutions, ReLUs, pooling, flatten and linear layers called as torch functions: each
+    module call costs Python overhead, and the small CNN makes about 30 of them. Layers of other kinds (a ResNet's
+    blocks) are called as modules; same maths."""
 
     def __init__(self, net: Net):
         super().__init__()

@@ -24,10 +24,10 @@ FORMAT = 1
 FORMAT_EXTRA = 2               # weights file with extra tensors: older logoapps ask for an upgrade instead of failing
 EXTRA = "extra:"               # key prefix of those tensors (the unknown-input test's features); never a module name
 REQUIRED = ("arch", "vocab", "size", "data_size", "channels", "weights", "sha256")
-MAX_ZIP_BYTES = 512 * 2**20   # unpacked size of an imported model zip
-MAX_ZIP_MEMBERS = 16           # a model zip holds model.json and one weights file
-MAX_JSON_BYTES = 2**20         # model.json is a few KB
-MAX_WEIGHTS_BYTES = 256 * 2**20  # a ResNet-34 is 85 MB; a weights file may not cost more memory than this to load
+MAX_MODEL_ZIP_BYTES = 512 * 2**20   # unpacked size of an imported model zip
+MAX_MODEL_ZIP_FILES = 16             # members of a model zip (it holds model.json and one weights file): junk refused
+MAX_MODEL_JSON_BYTES = 2**20         # model.json is a few KB
+MAX_WEIGHTS_BYTES = 256 * 2**20      # a ResNet-34 is 85 MB; a weights file may not cost more memory than this to load
 MAX_CLASSES = 10_000
 
 
@@ -69,7 +69,8 @@ def save(model: nn.Module, meta: dict, out: str | Path, extra: dict[str, torch.T
     out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     state.update({EXTRA + k: v.detach().cpu().contiguous() for k, v in (extra or {}).items()})
-    blob_path = out / f".weights.{os.getpid()}.{threading.get_ident()}.pending"  # unique: concurrent saves don't collide
+    # unique per process and thread: concurrent saves don't collide
+    blob_path = out / f".weights.{os.getpid()}.{threading.get_ident()}.pending"
     _atomic_write(blob_path, lambda f: torch.save(state, f))
     digest = hashlib.sha256(blob_path.read_bytes()).hexdigest()
     weights = f"weights-{digest[:16]}.pt"
@@ -124,7 +125,8 @@ def read_meta(folder: str | Path) -> dict:
         raise ModelError(f"model.json in {folder} has no valid vocab (a list of at least two class names)")
     if len(m["vocab"]) > MAX_CLASSES:
         raise ModelError(f"model.json in {folder} names {len(m['vocab']):,} classes (at most {MAX_CLASSES:,})")
-    if m["channels"] not in (3, 4) or not all(isinstance(m[k], int) and 8 <= m[k] <= 1024 for k in ("size", "data_size")):
+    if m["channels"] not in (3, 4) or not all(isinstance(m[k], int) and 8 <= m[k] <= 1024
+                                              for k in ("size", "data_size")):
         raise ModelError(f"model.json in {folder} has invalid channels or sizes")
     if not re.fullmatch(r"weights-[0-9a-f]{16}\.pt", str(m["weights"])):
         raise ModelError(f"model.json in {folder} names an invalid weights file")
@@ -152,8 +154,8 @@ def build_from_meta(m: dict) -> nn.Module:
     if m["arch"] == "pixel":
         means = torch.zeros(len(m["vocab"]), m["channels"], m["data_size"], m["data_size"])
         return PixelSimilarity(means, m.get("distance", "l1"))
-    if m["arch"] not in M.TRAINABLE:
-        raise ModelError(f"unknown architecture {m['arch']!r} (this logoapp knows {', '.join(M.NAMES)})")
+    if m["arch"] not in M.trainable():
+        raise ModelError(f"unknown architecture {m['arch']!r} (this logoapp knows {', '.join(M.names())})")
     aug = {**m.get("aug", {}), "enabled": False}
     model, _ = M.build(m["arch"], m["channels"], len(m["vocab"]), m["data_size"], m["size"], m.get("mean"),
                        m.get("std"), aug, pretrained=False)
@@ -178,7 +180,8 @@ def load(folder: str | Path, with_extra: bool = False) -> tuple[nn.Module, dict]
         import io
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # weights_only refuses any pickled code; report it, never run it
-        raise ModelError(f"{folder}: weights file cannot be loaded safely ({type(e).__name__}: {str(e)[:200]})") from None
+        raise ModelError(f"{folder}: weights file cannot be loaded safely "
+                         f"({type(e).__name__}: {str(e)[:200]})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ModelError(f"{folder}: weights file is not a plain tensor dictionary")
     _check_whole(folder, state)
@@ -280,13 +283,13 @@ def import_zip(zpath: str | Path, folder: str | Path | None = None, name: str | 
         raise ModelError(f"not a model zip: {e}") from None
     with z, tempfile.TemporaryDirectory(prefix="logoapp-import-") as tmp:
         infos = {i.filename: i for i in z.infolist()}
-        if len(infos) > MAX_ZIP_MEMBERS:
+        if len(infos) > MAX_MODEL_ZIP_FILES:
             raise ModelError(f"not a model zip: {len(infos)} members (a model zip holds model.json and its weights)")
         if "model.json" not in infos:
             raise ModelError("not a model zip: model.json is missing")
-        if sum(i.file_size for i in infos.values()) > MAX_ZIP_BYTES:
-            raise ModelError(f"model zip too large when unpacked (> {MAX_ZIP_BYTES // 2**20} MB)")
-        if infos["model.json"].file_size > MAX_JSON_BYTES:
+        if sum(i.file_size for i in infos.values()) > MAX_MODEL_ZIP_BYTES:
+            raise ModelError(f"model zip too large when unpacked (> {MAX_MODEL_ZIP_BYTES // 2**20} MB)")
+        if infos["model.json"].file_size > MAX_MODEL_JSON_BYTES:
             raise ModelError("not a model zip: model.json is too large")
         (Path(tmp) / "model.json").write_bytes(z.read("model.json"))
         try:

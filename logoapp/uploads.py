@@ -10,9 +10,9 @@ from pathlib import Path, PurePosixPath
 from .data import DataError
 from .images import IMAGE_EXTS, looks_like_image
 
-MAX_ZIP_FILES = 50_000          # an upload with more members than this is refused before anything is written
-MAX_ZIP_BYTES = 2 * 2**30       # unpacked size cap for an uploaded dataset zip
-ZIP_ENTRY_BYTES = 1024          # central-directory bytes allowed per member (a real entry is 46 bytes + its name)
+MAX_DATASET_ZIP_FILES = 50_000   # a dataset upload with more members is refused before anything is written
+MAX_DATASET_ZIP_BYTES = 2 * 2**30  # unpacked size cap for an uploaded dataset zip
+ZIP_ENTRY_BYTES = 1024            # central-directory bytes allowed per member (a real entry is 46 bytes + its name)
 
 
 def _size(n: int) -> str:
@@ -32,7 +32,8 @@ def zip_directory(zpath: str | Path, limit: int) -> tuple[int, int]:
             size = int(end[zipfile._ECD_SIZE])
             if size > limit * ZIP_ENTRY_BYTES:
                 return max(int(end[zipfile._ECD_ENTRIES_TOTAL]), limit + 1), size
-            start = end[zipfile._ECD_LOCATION] - size  # where the directory ends up, data prepended or not (zipfile's way)
+            # where the directory starts, data prepended or not (zipfile's own arithmetic)
+            start = end[zipfile._ECD_LOCATION] - size
             if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:
                 start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
             f.seek(max(0, start))
@@ -61,22 +62,22 @@ def extract_zip(zpath: str | Path, dest: str | Path, skipped: list | None = None
     dest.mkdir(parents=True, exist_ok=True)
     skipped = [] if skipped is None else skipped
     try:
-        n, dir_bytes = zip_directory(zpath, MAX_ZIP_FILES)
+        n, dir_bytes = zip_directory(zpath, MAX_DATASET_ZIP_FILES)
     except ValueError as e:
         raise DataError(str(e)) from None
-    if n > MAX_ZIP_FILES:
-        raise DataError(f"zip has more than {MAX_ZIP_FILES:,} files ({_size(dir_bytes)} of file names); the limit is "
-                        f"{MAX_ZIP_FILES:,} files")
+    if n > MAX_DATASET_ZIP_FILES:
+        raise DataError(f"zip has more than {MAX_DATASET_ZIP_FILES:,} files ({_size(dir_bytes)} of file names); "
+                        f"the limit is {MAX_DATASET_ZIP_FILES:,} files")
     try:
         z = zipfile.ZipFile(zpath)
     except (zipfile.BadZipFile, OSError) as e:
         raise DataError(f"not a zip file: {e}") from None
     with z:
         infos = [i for i in z.infolist() if not i.is_dir()]
-        if len(infos) > MAX_ZIP_FILES:
-            raise DataError(f"zip has {len(infos):,} files; the limit is {MAX_ZIP_FILES:,}")
-        if sum(i.file_size for i in infos) > MAX_ZIP_BYTES:
-            raise DataError(f"zip unpacks to more than {_size(MAX_ZIP_BYTES)}")
+        if len(infos) > MAX_DATASET_ZIP_FILES:
+            raise DataError(f"zip has {len(infos):,} files; the limit is {MAX_DATASET_ZIP_FILES:,}")
+        if sum(i.file_size for i in infos) > MAX_DATASET_ZIP_BYTES:
+            raise DataError(f"zip unpacks to more than {_size(MAX_DATASET_ZIP_BYTES)}")
         todo = []  # every name is checked before the first byte is written: a refused zip leaves dest empty
         for i in infos:
             name = i.filename.replace("\\", "/")
@@ -115,11 +116,11 @@ def extract_zip(zpath: str | Path, dest: str | Path, skipped: list | None = None
 
 
 def _copy(src, dst, chunk: bytes, written: int) -> int:
-    """Write chunk and the rest of src to dst; the running total of bytes unpacked may not pass MAX_ZIP_BYTES."""
+    """Write chunk and the rest of src to dst; the running total of unpacked bytes may not pass the cap."""
     while chunk:
         written += len(chunk)
-        if written > MAX_ZIP_BYTES:  # zipfile also stops at each declared size; belt and braces
-            raise DataError(f"zip unpacks to more than {_size(MAX_ZIP_BYTES)}")
+        if written > MAX_DATASET_ZIP_BYTES:  # zipfile also stops at each declared size; belt and braces
+            raise DataError(f"zip unpacks to more than {_size(MAX_DATASET_ZIP_BYTES)}")
         dst.write(chunk)
         chunk = src.read(1 << 20)
     return written

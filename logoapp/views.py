@@ -7,17 +7,14 @@ import math
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
 from . import data as datamod
-from . import evaluate, ideal, models, plots, store
-
-if TYPE_CHECKING:
-    from .ui import Session
+from . import ideal, models, plots, store
+from .evaluate import Evaluation, evaluate
 
 PAGE = 30                       # thumbnails per gallery page (3 rows of 10)
 PATCH = 5                       # side of the pixel-value table
@@ -44,20 +41,16 @@ class DataCtx:
         self._lock = threading.Lock()
 
     def baseline(self, kind: str = "l1") -> dict:
-        """The pixel-similarity baseline (fit on train, scored on valid) with its full evaluation."""
+        """The pixel-similarity baseline (fit on train, scored on valid, else test) with its Evaluation."""
         with self._lock:
             if kind not in self._base:
                 t = time.perf_counter()
                 b = ideal.baseline(self.ds, kind)
                 b["seconds"] = time.perf_counter() - t
-                idx = self.ds.idx("valid")
-                if not len(idx):
-                    idx = self.ds.idx("test")
-                probs = torch.softmax(torch.as_tensor(-b["distances"] / b["model"].temperature), 1)
-                b["eval"] = evaluate.evaluate_probs(probs, b["targs"], self.ds.vocab, self.ds.items, idx)
                 b["meta"] = {"arch": "pixel", "distance": kind, "vocab": self.ds.vocab, "size": self.ds.size,
                              "data_size": self.ds.size, "channels": self.ds.channels, "n_params": 0,
-                             "metrics": {"accuracy": b["accuracy"], "per_class": b["per_class"], "seconds": b["seconds"]}}
+                             "metrics": {"accuracy": b["accuracy"], "per_class": b["per_class"],
+                                         "seconds": b["seconds"]}}
                 self._base[kind] = b
             return self._base[kind]
 
@@ -112,7 +105,7 @@ def pixel_view(ctx: DataCtx, i: int, x: int, y: int) -> dict:
     x, y = int(min(max(0, x), s - PATCH)), int(min(max(0, y), s - PATCH))
     img = ds.images[i]
     w, h = ds.sizes[i]
-    split = {0: "train", 1: "valid", 2: "test"}[int(ds.split[i])]
+    split = str(datamod.Split(ds.split[i]))
     chans = "RGBA" if ds.channels == 4 else "RGB"
     info = (f"**{file_name(ds.items[i])}** — class **{ds.vocab[ds.labels[i]]}**, {split} split  \n"
             f"original: {w}×{h} pixels, mode {ds.modes[i]} → stored as {s}×{s} {chans} uint8 (0-255)  \n"
@@ -132,7 +125,8 @@ def augment_view(ctx: DataCtx, i: int, n: int = 11):
     imgs = [ds.images[i]] + list(out)
     titles = ["original"] + [f"augmented {k + 1}" for k in range(n)]
     return plots.image_grid(imgs, titles, cols=6, size=1.7,
-                            suptitle=f"What training sees: random rotation, flip, zoom, shear and lighting ({file_name(ds.items[i])})")
+                            suptitle="What training sees: random rotation, flip, zoom, shear and lighting "
+                                     f"({file_name(ds.items[i])})")
 
 
 def data_md(ctx: DataCtx) -> str:
@@ -176,56 +170,46 @@ def ideal_views(ctx: DataCtx, kind: str = "l1", background: str = "checker") -> 
             "hist": plots.distance_hist(b["distances"], b["targs"], ctx.ds.vocab, kind)}
 
 
-def board_rows(sess: Session, ctx: DataCtx) -> list[dict]:
+def board_rows(board: dict[str, dict], ctx: DataCtx) -> list[dict]:
+    """The leaderboard: the pixel baselines computed on this data, then a session's own rows (name -> row)."""
     rows = []
     for kind in ctx.computed():
         b = ctx.baseline(kind)
         rows.append({"name": f"pixel baseline ({kind.upper()})", "arch": "pixel", "accuracy": b["accuracy"],
                      "seconds": b["seconds"], "n_params": 0, "epochs": None, "size": ctx.ds.size})
-    return rows + list(sess.board.values())
+    return rows + list(board.values())
 
 
-def board_df(sess: Session, ctx: DataCtx) -> pd.DataFrame:
-    return plots.leaderboard(board_rows(sess, ctx))
+def board_df(board: dict[str, dict], ctx: DataCtx) -> pd.DataFrame:
+    return plots.leaderboard(board_rows(board, ctx))
 
 
-def _model_images(meta: dict, ds: datamod.Dataset, idx: np.ndarray) -> np.ndarray:
-    """The dataset's cached images in the form this model expects (channel count; size for the pixel model)."""
-    from .images import to_channels
-    imgs = ds.images[idx]
-    if meta["channels"] != ds.channels:
-        imgs = to_channels(imgs, meta["channels"])
-    if meta["arch"] == "pixel" and meta["data_size"] != ds.size:
-        raise ViewError(f"This pixel model compares {meta['data_size']}px images, but the data is {ds.size}px: "
-                       f"reload the data with image size {meta['data_size']}.")
-    return imgs
-
-
-def evaluate_on(model, meta: dict, ctx: DataCtx) -> dict:
+def evaluate_on(model, meta: dict, ctx: DataCtx) -> Evaluation:
     """Score a (saved) model on the current data's validation split."""
     ds = ctx.ds
     if list(meta["vocab"]) != list(ds.vocab):
         raise ViewError(f"This model knows {len(meta['vocab'])} classes ({', '.join(meta['vocab'][:4])}…) "
-                       f"but the loaded data has {ds.c} ({', '.join(ds.vocab[:4])}…): load matching data to evaluate it.")
-    idx = ds.idx("valid")
-    if not len(idx):
-        idx = ds.idx("test")
-    probs = evaluate.get_probs(model, _model_images(meta, ds, idx))
-    return evaluate.evaluate_probs(probs, ds.labels[idx], ds.vocab, ds.items, idx)
+                        f"but the loaded data has {ds.c} ({', '.join(ds.vocab[:4])}…): load matching data to "
+                        f"evaluate it.")
+    if meta["arch"] == "pixel" and meta["data_size"] != ds.size:
+        raise ViewError(f"This pixel model compares {meta['data_size']}px images, but the data is {ds.size}px: "
+                        f"reload the data with image size {meta['data_size']}.")
+    return evaluate(model, ds, "valid", channels=meta["channels"])
 
 
-def eval_views(res: dict, meta: dict, ctx: DataCtx, name: str, label: str) -> dict:
+def eval_views(res: Evaluation, meta: dict, ctx: DataCtx, name: str, label: str) -> dict:
     ds = ctx.ds
     n_valid = {c: ctx.summary["counts"][c]["valid"] or ctx.summary["counts"][c]["test"] for c in ds.vocab}
     tops = [(ds.images[t["index"]], f"{t['actual']} / {t['predicted']}\n{t['probability']:.2f} / {t['loss']:.2f}")
-            for t in res["top_losses"]]
-    worst = res["most_confused"][0] if res["most_confused"] else (ds.vocab[0], ds.vocab[0], 0)
+            for t in res.top_losses()]
+    confused = res.most_confused()
+    worst = confused[0] if confused else (ds.vocab[0], ds.vocab[0], 0)
     arch = meta["arch"]
-    md = (f"### {html.escape(label)}\n\n**{res['accuracy']:.1%}** of {res['n']:,} validation images right · "
-          f"{models.DESCRIPTIONS.get(arch, arch)}")
-    v = {"eval_md": md, "cm": plots.confusion(res["confusion"]["matrix"], ds.vocab),
-         "eval_table": plots.per_class_table(res["per_class"], n_valid),
-         "confused": plots.most_confused_table(res["most_confused"][:12]), "tops": tops,
+    md = (f"### {html.escape(label)}\n\n**{res.accuracy:.1%}** of {res.n:,} validation images right · "
+          f"{models.describe(arch)}")
+    v = {"eval_md": md, "cm": plots.confusion(res.confusion.tolist(), ds.vocab),
+         "eval_table": plots.per_class_table(res.per_class, n_valid),
+         "confused": plots.most_confused_table(confused[:12]), "tops": tops,
          "actual": worst[0], "predicted": worst[1]}
     v.update(cell_view(res, ctx, worst[0], worst[1]))
     v["weights_visible"] = arch == "linear"
@@ -242,14 +226,15 @@ def linear_weights_view(model, meta: dict):
     return plots.linear_weights(w.reshape(len(meta["vocab"]), c, s, s), meta["vocab"])
 
 
-def cell_view(res: dict, ctx: DataCtx, actual: str, predicted: str) -> dict:
+def cell_view(res: Evaluation, ctx: DataCtx, actual: str, predicted: str) -> dict:
     ds = ctx.ds
     if actual not in ds.vocab or predicted not in ds.vocab:
         return {"cell": [], "cell_md": ""}
     a, p = ds.vocab.index(actual), ds.vocab.index(predicted)
-    pos = np.flatnonzero((res["targs"] == a) & (res["preds"] == p))
-    items = [(ds.images[res["idx"][j]], f"{caption_stem(ds.items[res['idx'][j]], actual)}\np={res['probs'][j, p]:.2f}")
+    pos = res.cell(a, p)
+    items = [(ds.images[res.idx[j]], f"{caption_stem(ds.items[res.idx[j]], actual)}\np={res.probs[j, p]:.2f}")
              for j in pos[:CELL_MAX]]
     what = "correctly classified" if a == p else f"predicted as **{predicted}**"
-    md = f"{len(pos)} validation image(s) of **{actual}** {what}" + (f" (showing {CELL_MAX})" if len(pos) > CELL_MAX else "")
+    md = (f"{len(pos)} validation image(s) of **{actual}** {what}"
+          + (f" (showing {CELL_MAX})" if len(pos) > CELL_MAX else ""))
     return {"cell": items, "cell_md": md}

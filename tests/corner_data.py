@@ -45,4 +45,4 @@ def trained_cnn():
     from logoapp.train import TrainConfig, fit
     ds = corner_dataset(160, seed=0)
     done = fit(ds, TrainConfig("cnn", epochs=3, lr=5e-3, bs=16, size=SIZE, aug=False, seed=2))
-    return ds, done["_model"], done["_meta"]
+    return ds, done.net, done.meta

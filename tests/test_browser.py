@@ -1,4 +1,5 @@
-"""The app in a real browser (Debian's Chromium through Playwright): every tab, predict, train, stop; README screenshots."""
+"""The app in a real browser (Debian's Chromium through Playwright): every tab, predict, train, stop; README
+screenshots."""
 from __future__ import annotations
 
 import os
@@ -46,7 +47,8 @@ def page(tmp_path_factory):
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         pg = browser.new_page(viewport={"width": 1280, "height": 900})
         outside = []
-        pg.on("request", lambda r: outside.append(r.url) if not r.url.startswith((server.url, "data:", "blob:")) else None)
+        pg.on("request",
+              lambda r: outside.append(r.url) if not r.url.startswith((server.url, "data:", "blob:")) else None)
         errors = []
         pg.on("pageerror", lambda e: errors.append(str(e)))
         pg.goto(server.url)

@@ -86,7 +86,7 @@ def test_ece_and_reliability_match_loops():
 def test_temperature_lowers_the_nll_of_an_overconfident_model(capsys):
     """A linear model trained without weight decay on labels a fifth of which are wrong: sure of itself, often wrong."""
     ds = corner_dataset(160, seed=0, flip=0.2)
-    model = fit(ds, TrainConfig("linear", epochs=5, lr=1e-2, bs=16, size=32, aug=False, seed=1, wd=0.0))["_model"]
+    model = fit(ds, TrainConfig("linear", epochs=5, lr=1e-2, bs=16, size=32, aug=False, seed=1, wd=0.0)).net
     t = C.fit_temperature(model, ds)
     va = ds.idx("valid")
     rep = C.report(C.get_logits(model, ds.images[va]), ds.labels[va], t)
@@ -224,7 +224,7 @@ def test_energy_score_for_rungs_without_learned_features(tiny4, tmp_path):
     flat = np.full((16, 16, 4), 255, np.uint8)  # a blank white square: far from every ideal crest
     assert pred.predict(flat, with_unknown=True)["unknown"] is True
     done = fit(ds, TrainConfig("linear", epochs=1, bs=16))
-    assert ood.fit_unknown(done["_model"], ds)["meta"]["method"] == "energy"
+    assert ood.fit_unknown(done.net, ds)["meta"]["method"] == "energy"
 
 
 def test_malformed_unknown_entries_are_refused(tmp_path):

@@ -182,7 +182,8 @@ def test_train_eval_predict_round_trip(capsys, tmp_path):
     for k in (0, 2, 9):
         (rgb / f"class{k}").mkdir(parents=True)
         for i in range(3):
-            Image.open(data / f"class{k % 4}" / f"class{k % 4}_{i:03d}.png").convert("RGB").save(rgb / f"class{k}" / f"{i}.jpg")
+            src = data / f"class{k % 4}" / f"class{k % 4}_{i:03d}.png"
+            Image.open(src).convert("RGB").save(rgb / f"class{k}" / f"{i}.jpg")
     rc, out, err = run(capsys, "eval", model, rgb, "--json", "--split", "all")
     assert rc == 0, err
     assert one_json(out)["n"] == 6

@@ -30,7 +30,7 @@ def upload_dir(tmp_path, monkeypatch) -> Path:
 
 
 def test_only_regular_files_in_the_upload_folder_are_accepted(upload_dir, tmp_path):
-    from logoapp.ui_guard import UploadError, check_files, uploaded
+    from logoapp.ui.guard import UploadError, check_files, uploaded
     good = upload_dir / "abc" / "crest.png"
     good.parent.mkdir()
     good.write_bytes(png())
@@ -59,7 +59,7 @@ def test_handlers_refuse_files_that_were_not_uploaded(upload_dir, tmp_path):
     """Every handler that opens a file checks it itself, whatever the request did or did not mark as an upload."""
     import gradio as gr
 
-    from logoapp.ui import unopened, upload
+    from logoapp.ui.widgets import unopened, upload
     with pytest.raises(gr.Error, match="not uploaded to this app"):
         upload("/etc/passwd")
     img = unopened(gr.Image(type="filepath"))
@@ -71,6 +71,16 @@ def test_handlers_refuse_files_that_were_not_uploaded(upload_dir, tmp_path):
     ok = upload_dir / "ok.png"
     ok.write_bytes(png())
     assert img.preprocess(FileData(path=str(ok))) == str(ok.resolve())
+
+    from types import SimpleNamespace
+
+    from logoapp.ui.tabs import data, predict
+    s = SimpleNamespace(shared=SimpleNamespace(folder=tmp_path / "models"))  # refused before the session is used
+    for call in (lambda: predict.on_predict("/etc/passwd", "m", s), lambda: predict.on_many(["/etc/passwd"], "m", s),
+                 lambda: predict.on_import(s, "/etc/passwd"),
+                 lambda: data.on_load(s, data.ZIP, "", "/etc/passwd", 0, 0.2, 0, progress=lambda *a, **k: None)):
+        with pytest.raises(gr.Error, match="not uploaded to this app"):
+            call()
 
 
 # ============================================================================================= model zips
@@ -137,7 +147,7 @@ def test_a_zip_cannot_hide_its_member_count(tmp_path, monkeypatch):
     import logoapp.uploads as uploads
     from logoapp.data import DataError
     z = _hide_members(make_zip(tmp_path / "in.zip", [(f"cats/{i}.png", png(0, i)) for i in range(40)]), 1)
-    monkeypatch.setattr(uploads, "MAX_ZIP_FILES", 5)
+    monkeypatch.setattr(uploads, "MAX_DATASET_ZIP_FILES", 5)
     monkeypatch.setattr(zipfile, "ZipFile", _no_parse)
     with pytest.raises(DataError, match="more than 5 files"):
         uploads.extract_zip(z, tmp_path / "out")

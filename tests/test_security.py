@@ -134,13 +134,13 @@ def _bomb_declared(tmp, mp):     # headers claim 3.75 GB: refused from the direc
 
 def _bomb_compressed(tmp, mp):   # 3 MB of zeros in a 3 kB zip, with the cap lowered to 1 MB
     import logoapp.uploads as uploads
-    mp.setattr(uploads, "MAX_ZIP_BYTES", 2**20)
+    mp.setattr(uploads, "MAX_DATASET_ZIP_BYTES", 2**20)
     return make_zip(tmp / "in.zip", [("cats/a.png", png()), ("cats/b.png", b"\x89PNG\r\n\x1a\n" + bytes(3 * 2**20))])
 
 
 def _too_many(tmp, mp):          # more members than the cap: refused from the end record, before zipfile parses
     import logoapp.uploads as uploads
-    mp.setattr(uploads, "MAX_ZIP_FILES", 5)
+    mp.setattr(uploads, "MAX_DATASET_ZIP_FILES", 5)
     z = make_zip(tmp / "in.zip", [(f"cats/{i}.png", png(0, i)) for i in range(6)])
     mp.setattr(zipfile, "ZipFile", _no_parse)
     return z
@@ -148,7 +148,7 @@ def _too_many(tmp, mp):          # more members than the cap: refused from the e
 
 def _long_directory(tmp, mp):    # few members but a huge central directory (long names): also refused unparsed
     import logoapp.uploads as uploads
-    mp.setattr(uploads, "MAX_ZIP_FILES", 5)
+    mp.setattr(uploads, "MAX_DATASET_ZIP_FILES", 5)
     deep = "/".join(["d" * 200] * 12)
     z = make_zip(tmp / "in.zip", [(f"cats/{deep}/{i}.png", png()) for i in range(3)])
     mp.setattr(zipfile, "ZipFile", _no_parse)
@@ -294,7 +294,7 @@ class FakeApp:
 ])
 def test_main_exposure_settings(monkeypatch, capsys, argv, folders, cap):
     """Folder loading by path only on localhost (or --allow-folders); upload caps; login; no monitoring page."""
-    import logoapp.ui as ui
+    import logoapp.ui.server as ui
     for k in ("LOGOAPP_DEMO", "LOGOAPP_DATA", "LOGOAPP_MAX_FILE_SIZE", "SPACE_ID"):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("LOGOAPP_AUTH", "ada:lovelace")
@@ -370,7 +370,7 @@ def test_file_routes_serve_nothing_outside_gradio_cache(full, tmp_path):
     assert unpacked, "the upload should be unpacked under the server's TMPDIR while its session lives"
     weights = sorted(full.models.glob("*/weights-*.pt"))
     cache_file = next(p for p in sorted(shared_cache().rglob("*")) if p.is_file())
-    secrets = [Path("/etc/passwd"), ROOT / "logoapp" / "ui.py", ROOT / "app.py", weights[0],
+    secrets = [Path("/etc/passwd"), ROOT / "logoapp" / "ui" / "app.py", ROOT / "app.py", weights[0],
                full.models / "pixel-seed" / "model.json", cache_file, unpacked[0]]
     gradio_dir = full.tmp / "gradio"
     for f in secrets:
@@ -517,7 +517,7 @@ def test_upload_cap_is_enforced(demo):
     h.close()
 
 
-# ============================================================================================= attacks on the live server
+# ============================================================================== attacks on the live server
 
 def _call(h, name: str, data: list, timeout: float = 20):
     """POST /gradio_api/call/NAME; returns (status, text of the result events or of the refusal)."""
@@ -628,7 +628,7 @@ def test_demo_errors_say_nothing_about_the_server(demo, tmp_path):
     for name, data in (("notes.png", b"just some text"), ("broken.png", b"\x89PNG\r\n\x1a\n" + bytes(64)),
                        ("weights.png", b"PK\x03\x04" + bytes(64))):
         (tmp_path / name).write_bytes(data)
-        msg = app_error(lambda: c.predict(handle_file(str(tmp_path / name)), api_name="/predict"))
+        msg = app_error(lambda f=tmp_path / name: c.predict(handle_file(str(f)), api_name="/predict"))
         assert "Cannot use this image" in msg, msg
         for leak in ("0x", "/tmp", str(ROOT), "http", "BytesIO", "Traceback"):
             assert leak not in msg, (name, msg)
