@@ -96,11 +96,12 @@ def fit_calibration(model: nn.Module, ds, accept: float | None = None) -> tuple[
     store.save(..., extra=)). Use: add, extra = fit_calibration(model, ds); store.save(model, {**meta, **add}, out,
     extra=extra); Predictor(model, {**meta, **add}, extra=extra) works the same before saving."""
     from . import ood
-    t = fit_temperature(model, ds)
     idx = split_idx(ds)
-    summary = None
-    if len(idx):
-        r = report(get_logits(model, ds.images[idx]), ds.labels[idx], t)
+    t, summary = 1.0, None
+    if len(idx):  # fit_temperature's work, with the logits computed once for the fit and the report
+        z = get_logits(model, ds.images[idx])
+        t = temperature_from_logits(z, ds.labels[idx])
+        r = report(z, ds.labels[idx], t)
         summary = {"n": r["n"], **{f"{k}_{w}": r[w][k] for w in ("before", "after") for k in ("nll", "ece")}}
     u = ood.fit_unknown(model, ds, ood.ACCEPT if accept is None else accept)
     return {"temperature": t, "calibration": summary, "unknown": u["meta"]}, u["tensors"]

@@ -4,8 +4,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import threading
+from pathlib import Path
 
 EPILOG = """examples:
   logoapp                                  start the web app on the built-in crest set
@@ -13,8 +15,9 @@ EPILOG = """examples:
   logoapp info crests/                     classes, counts, sizes, modes, bad files
   logoapp baseline crests/ --distance rmse pixel-similarity (nearest ideal image) accuracy
   logoapp train crests/ --model cnn        train the default CNN, save it under models/
-  logoapp eval models/cnn crests/          accuracy, per-class, confusion matrix
-  logoapp predict models/cnn a.png b.jpg   class probabilities per image
+  logoapp eval models/cnn crests/          accuracy, precision/recall/F1 per class, confusion matrix
+  logoapp predict models/cnn a.png b.jpg   class probabilities per image, or "unknown" for an unlike image
+  logoapp explain models/cnn a.png --out heat/   a heatmap overlay PNG per image: what the answer rests on
 DATA may be a folder of class sub-folders, a train/ + valid/ (or validation/, test/) layout, or 'embedded'."""
 
 
@@ -166,6 +169,9 @@ def cmd_train(args):
     print(f"{args.model}: accuracy {_pct(done.accuracy)} in {done.seconds:.1f}s "
           f"({done.images_per_second:.0f} images/s, {done.n_params:,} parameters)")
     _per_class_table(done.per_class)
+    if done.temperature is not None:
+        print(f"calibrated on the validation images: temperature {done.temperature:.2f}, unknown-input test "
+              f"({done.unknown['method']}) in {done.calibration_seconds:.1f}s")
     print(f"saved to {done.model_path}")
 
 
@@ -183,15 +189,19 @@ def cmd_eval(args):
     from .evaluate import evaluate
     p = _load(args.model_dir)
     ds = resolve(args.data, size=p.size, valid_pct=args.valid_pct, seed=args.seed, progress=_bar("loading"))
-    r = evaluate(p.model, ds, args.split, vocab=p.vocab, channels=p.channels)
+    r = evaluate(p.model, ds, args.split, vocab=p.vocab, channels=p.channels, temperature=p.temperature)
     if not r.n:
         raise CliError(f"no images of the model's classes ({', '.join(p.vocab[:5])}...) in the {args.split} split "
                        f"of {ds.root}")
     if args.json:
         return _json({"model": str(args.model_dir), **r.to_dict(n_confused=20), "split": args.split,
                       "skipped": [b.__dict__ for b in ds.bad]})
-    print(f"{args.model_dir} on {r.n} {args.split} images of {ds.root}: accuracy {_pct(r.accuracy)}")
-    _per_class_table(r.per_class)
+    print(f"{args.model_dir} on {r.n} {args.split} images of {ds.root}: accuracy {_pct(r.accuracy)}, "
+          f"balanced accuracy {_pct(r.balanced_accuracy)}, macro F1 {_pct(r.macro_f1)}")
+    w = max(map(len, r.support))
+    print(f"  {'class':<{w}}  {'recall':>6} {'precision':>9} {'F1':>6} {'n':>5}")
+    for c in r.support:
+        print(f"  {c:<{w}}  {_pct(r.recall[c]):>6} {_pct(r.precision[c]):>9} {_pct(r.f1[c]):>6} {r.support[c]:>5}")
     if r.most_confused():
         print("\nmost confused (actual -> predicted: count):")
         for a, b, n in r.most_confused()[:10]:
@@ -200,17 +210,58 @@ def cmd_eval(args):
 
 def cmd_predict(args):
     p = _load(args.model_dir)
-    res = p.predict_many(args.images, top=args.top)
+    res = p.predict_many(args.images, top=args.top, with_unknown=True)
     if args.json:
         _json(res)
     else:
         for r in res:
             if "error" in r:
                 print(f"{r['path']}: error: {r['error']}")
+            elif r["unknown"]:
+                print(f"{r['path']}: unknown \u2014 closest: {r['label']} ({r['probs'][r['label']]:.1%})")
             else:
                 tops = ", ".join(f"{k} {v:.1%}" for k, v in list(r["probs"].items())[:3])
                 print(f"{r['path']}: {r['label']}  ({tops})")
     if not any("error" not in r for r in res):
+        return 1
+
+
+def _overlay_path(out, src: str, taken: set) -> Path:
+    """out/<image name>.png, numbered when two images share a name."""
+    stem, n = Path(src).stem or "image", 0
+    while (name := f"{stem}.png" if not n else f"{stem}_{n}.png") in taken:
+        n += 1
+    taken.add(name)
+    return Path(out) / name
+
+
+def cmd_explain(args):
+    from PIL import Image
+
+    from .explain import explain
+    p = _load(args.model_dir)
+    if args.cls is not None and args.cls not in p.vocab:
+        raise CliError(f"no class {args.cls!r} in this model (classes: {', '.join(p.vocab)})")
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as e:
+        raise CliError(f"cannot write to {args.out}: {e.strerror or e}") from None
+    rows, taken = [], set()
+    for src in args.images:
+        try:
+            e = explain(p.model, p.meta, src, target=args.cls)
+        except (ValueError, OSError) as err:  # an unreadable image (ImageError) is one row's error
+            rows.append({"path": src, "error": str(err)})
+            continue
+        dest = _overlay_path(args.out, src, taken)
+        Image.fromarray(e.overlay).save(dest)
+        rows.append({"path": src, "label": e.label, "overlay": str(dest)})
+    if args.json:
+        _json(rows)
+    else:
+        for r in rows:
+            print(f"{r['path']}: " + (f"error: {r['error']}" if "error" in r else f"{r['label']} -> {r['overlay']}"))
+    if not any("error" not in r for r in rows):
         return 1
 
 
@@ -283,12 +334,23 @@ def parser() -> argparse.ArgumentParser:
                    help="which images to score (default valid; 'all' for a separate test folder)")
     s.set_defaults(fn=cmd_eval)
 
-    s = sub.add_parser("predict", help="class probabilities for images")
+    s = sub.add_parser("predict", help="class probabilities for images, or 'unknown' for images unlike the training "
+                       "data (models saved with an unknown-input test)")
     s.add_argument("model_dir", metavar="MODEL_DIR")
     s.add_argument("images", metavar="IMAGE", nargs="+")
     s.add_argument("--top", type=int, default=None, help="keep the top N classes per image")
-    s.add_argument("--json", action="store_true", help="print a JSON list on stdout")
+    s.add_argument("--json", action="store_true",
+                   help="print a JSON list on stdout: path, label, probs, unknown (true/false), score per image")
     s.set_defaults(fn=cmd_predict)
+
+    s = sub.add_parser("explain", help="heatmaps: which parts of each image the model's answer rests on")
+    s.add_argument("model_dir", metavar="MODEL_DIR")
+    s.add_argument("images", metavar="IMAGE", nargs="+")
+    s.add_argument("--out", required=True, metavar="DIR", help="folder for the overlay PNGs (one per image)")
+    s.add_argument("--class", dest="cls", default=None, metavar="NAME",
+                   help="explain this class (default: the predicted one)")
+    s.add_argument("--json", action="store_true", help="print a JSON list on stdout: path, label, overlay per image")
+    s.set_defaults(fn=cmd_explain)
 
     s = sub.add_parser("app", help="start the web app (same flags as app.py; see logoapp app --help)", add_help=False)
     s.add_argument("rest", nargs=argparse.REMAINDER)

@@ -16,12 +16,14 @@ TOP_LOSSES = 16    # top losses shown by the Evaluate tab and `logoapp eval`
 
 
 @torch.inference_mode()
-def get_probs(model: nn.Module, images: np.ndarray, bs: int = EVAL_BS, device=None) -> torch.Tensor:
-    """uint8 (N, H, W, C) -> softmax probabilities (N, K), in batches, in eval mode."""
+def get_probs(model: nn.Module, images: np.ndarray, bs: int = EVAL_BS, device=None,
+              temperature: float = 1.0) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> softmax probabilities (N, K), in batches, in eval mode; temperature: the model's stored
+    calibration (calibrate.py), softmax(logits / T), which changes how sure it is but never which class wins."""
     model.eval()
     dev = device or next(iter(model.buffers()), torch.zeros(0)).device
-    out = [F.softmax(model(torch.from_numpy(np.ascontiguousarray(images[i:i + bs])).to(dev)).float(), 1).cpu()
-           for i in range(0, len(images), bs)]
+    out = [F.softmax(model(torch.from_numpy(np.ascontiguousarray(images[i:i + bs])).to(dev)).float() / temperature,
+                     1).cpu() for i in range(0, len(images), bs)]
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
@@ -37,6 +39,26 @@ def per_class_accuracy(preds: np.ndarray, targs: np.ndarray, vocab: list[str]) -
         m = targs == k
         if m.any():
             out[name] = float((preds[m] == k).mean())
+    return out
+
+
+def class_metrics(cm: np.ndarray, vocab: list[str]) -> dict:
+    """From a confusion matrix (rows actual, columns predicted): per-class precision, recall, f1 and support (dicts
+    keyed by class name, for the classes with at least one item, like per_class_accuracy), and their macro_f1 and
+    balanced_accuracy (the mean recall). A class never predicted has precision 0 (scikit-learn's zero_division=0);
+    the averages are NaN when there are no items."""
+    cm = np.asarray(cm, np.float64)
+    tp, support, predicted = np.diag(cm), cm.sum(1), cm.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(support > 0, tp / support, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    present = np.flatnonzero(support > 0)
+    out = {name: {vocab[k]: float(v[k]) for k in present}
+           for name, v in (("precision", precision), ("recall", recall), ("f1", f1))}
+    out["support"] = {vocab[k]: int(support[k]) for k in present}
+    out["macro_f1"] = float(f1[present].mean()) if len(present) else float("nan")
+    out["balanced_accuracy"] = float(recall[present].mean()) if len(present) else float("nan")
     return out
 
 
@@ -61,8 +83,9 @@ def top_losses(probs: torch.Tensor | np.ndarray, targs: np.ndarray, k: int = TOP
 class Evaluation:
     """A model's predictions on one split and the figures that explain them.
 
-    probs (N, K), targs (N,) and idx (N,: the items' positions in the dataset) are given; preds, accuracy, per_class
-    and confusion (K, K: rows actual, columns predicted) follow from them."""
+    probs (N, K), targs (N,) and idx (N,: the items' positions in the dataset) are given; preds, accuracy, per_class,
+    confusion (K, K: rows actual, columns predicted) and the per-class precision, recall, f1, support with their
+    macro_f1 and balanced_accuracy (class_metrics) follow from them."""
     vocab: list[str]
     probs: np.ndarray = field(repr=False)
     targs: np.ndarray = field(repr=False)
@@ -73,6 +96,12 @@ class Evaluation:
     accuracy: float = field(init=False)
     per_class: dict[str, float] = field(init=False)
     confusion: np.ndarray = field(init=False, repr=False)
+    precision: dict[str, float] = field(init=False, repr=False)
+    recall: dict[str, float] = field(init=False, repr=False)
+    f1: dict[str, float] = field(init=False, repr=False)
+    support: dict[str, int] = field(init=False, repr=False)
+    macro_f1: float = field(init=False)
+    balanced_accuracy: float = field(init=False)
 
     def __post_init__(self):
         self.probs = np.asarray(self.probs, np.float32).reshape(len(self.targs), len(self.vocab))
@@ -81,6 +110,8 @@ class Evaluation:
         self.accuracy = float((self.preds == self.targs).mean()) if len(self.targs) else float("nan")
         self.per_class = per_class_accuracy(self.preds, self.targs, self.vocab)
         self.confusion = confusion_matrix(self.preds, self.targs, len(self.vocab))
+        for k, v in class_metrics(self.confusion, self.vocab).items():
+            setattr(self, k, v)
 
     @property
     def n(self) -> int:
@@ -107,6 +138,8 @@ class Evaluation:
     def to_dict(self, k: int = TOP_LOSSES, n_confused: int | None = None) -> dict:
         """The figures as plain data (what `logoapp eval --json` prints)."""
         return {"split": self.split, "n": self.n, "accuracy": self.accuracy, "per_class": self.per_class,
+                "precision": self.precision, "recall": self.recall, "f1": self.f1, "support": self.support,
+                "macro_f1": self.macro_f1, "balanced_accuracy": self.balanced_accuracy,
                 "confusion": {"labels": self.vocab, "matrix": self.confusion.tolist()},
                 "most_confused": self.most_confused()[:n_confused], "top_losses": self.top_losses(k)}
 
@@ -129,11 +162,12 @@ def align_vocab(model_vocab: list[str], ds) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate(model: nn.Module, ds, split: str | Split = "valid", vocab: list[str] | None = None,
-             channels: int | None = None) -> Evaluation:
+             channels: int | None = None, temperature: float = 1.0) -> Evaluation:
     """Score a model (any rung, pixel similarity included) on one split of a dataset ('all': every image).
 
     vocab: the model's classes when they are not the data's (images of classes it does not know are left out);
-    channels: the model's input channels when they are not the data's (3 or 4)."""
+    channels: the model's input channels when they are not the data's (3 or 4); temperature: the model's stored
+    calibration (meta.get("temperature", 1.0), Predictor.temperature): the probabilities and losses it reports."""
     from .images import to_channels
     idx = split_idx(ds, split)
     vocab = list(ds.vocab if vocab is None else vocab)
@@ -145,5 +179,5 @@ def evaluate(model: nn.Module, ds, split: str | Split = "valid", vocab: list[str
     images = ds.images[idx]
     if channels and channels != ds.channels and len(idx):
         images = to_channels(images, channels)
-    probs = get_probs(model, images) if len(idx) else torch.zeros(0, len(vocab))
+    probs = get_probs(model, images, temperature=temperature) if len(idx) else torch.zeros(0, len(vocab))
     return Evaluation(vocab, probs.numpy(), targs, idx, ds.items, str(split))

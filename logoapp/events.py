@@ -83,8 +83,14 @@ class Done(_Record):
     pretrained: bool
     weights_note: str
     model_path: str | None      # where it was saved (None: not saved)
+    # calibration, fitted only for a saved model with a validation (or test) split; None otherwise
+    temperature: float | None = None        # calibrate.py's T
+    unknown: dict | None = None             # the unknown-input test (model.json's "unknown")
+    calibration_seconds: float | None = None  # what fitting those two cost, after training
     net: Any = field(default=None, repr=False)    # the trained model, on the CPU in eval mode
     meta: dict = field(default_factory=dict, repr=False)  # what store.save writes to model.json
+    extra: dict = field(default_factory=dict, repr=False)  # tensors saved beside the weights: Predictor(net, meta,
+    #                                                        extra=extra) answers as the saved folder does
 
 
 @dataclass

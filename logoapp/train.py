@@ -207,8 +207,10 @@ def lr_find(ds, cfg: TrainConfig) -> dict:
 
 def fit(ds, cfg: TrainConfig, emit: Callable[[Event], None] = lambda e: None, stop: threading.Event | None = None,
         out: str | Path | None = None) -> Done:
-    """Train cfg.model on ds, calling emit(event) as it goes; returns the Done record (and saves when out is given)."""
-    from . import store
+    """Train cfg.model on ds, calling emit(event) as it goes; returns the Done record. When out is given it saves
+    there, first fitting the calibration and the unknown-input test on the validation (else test) split when there
+    is one (calibrate.fit_calibration): the model folder then answers with calibrated probabilities and "unknown"."""
+    from . import calibrate, store
     from .evaluate import evaluate
     cfg = cfg.resolved()
     stop = stop or threading.Event()
@@ -239,11 +241,19 @@ def fit(ds, cfg: TrainConfig, emit: Callable[[Event], None] = lambda e: None, st
             "data": {"root": ds.root, "n_train": int(len(ds.idx("train"))), "n_valid": int(len(ds.idx("valid"))),
                      "valid_pct": ds.valid_pct, "seed": ds.seed, "presplit": ds.presplit},
             "pretrained": info["pretrained"], "n_params": M.n_params(model)}
-    path = str(store.save(model, meta, out)) if out else None
+    extra, cal_s = None, None
+    if out and res.n:  # a folder the app and CLI use: calibrated, with its unknown test (needs held-out images)
+        t1 = time.perf_counter()
+        add, extra = calibrate.fit_calibration(model, ds)
+        cal_s = time.perf_counter() - t1
+        meta.update(add)
+        meta["metrics"]["calibration_seconds"] = cal_s
+    path = str(store.save(model, meta, out, extra=extra)) if out else None
     return Done(model=cfg.model, accuracy=res.accuracy, per_class=res.per_class, history=history, seconds=seconds,
                 images_per_second=ev.n_seen / seconds if seconds else 0.0, n_params=M.n_params(model),
                 stopped=ev.stopped, pretrained=info["pretrained"], weights_note=info["weights_note"],
-                model_path=path, net=model, meta=meta)
+                model_path=path, temperature=meta.get("temperature"), unknown=meta.get("unknown"),
+                calibration_seconds=cal_s, net=model, meta=meta, extra=extra or {})
 
 
 def train(ds, cfg: TrainConfig, stop: threading.Event | None = None, out=None) -> Iterator[Event]:

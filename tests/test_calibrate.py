@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import make_image
+from conftest import as_old_folder, make_image
 from corner_data import SIZE, corner_dataset, corner_images, trained_cnn
 from logoapp import calibrate as C
 from logoapp import ood, store
@@ -115,7 +114,7 @@ def test_fit_calibration_gives_what_a_model_folder_keeps(tmp_path):
 
 
 def test_predictor_applies_the_stored_temperature(trained, tmp_path):
-    folder = shutil.copytree(trained[0], tmp_path / "m")
+    folder = as_old_folder(trained[0], tmp_path / "m")
     meta = json.loads((folder / "model.json").read_text())
     x = np.array(make_image(1, 3, 32))
     plain = Predictor.load(folder)
@@ -189,7 +188,7 @@ def test_unknown_test_travels_in_a_model_zip(tmp_path):
 
 def test_old_model_folders_load_and_never_answer_unknown(trained, tmp_path):
     """A folder saved before calibration existed: no temperature, no unknown entry, format 1, plain weights."""
-    folder = trained[0]
+    folder = as_old_folder(trained[0], tmp_path / "old")
     meta = json.loads((folder / "model.json").read_text())
     assert meta["format"] == 1 and "temperature" not in meta and "unknown" not in meta
     model, m, extra = store.load(folder, with_extra=True)

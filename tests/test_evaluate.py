@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -74,11 +75,54 @@ def test_evaluation_fields():
     d = r.to_dict(k=2)
     assert d["confusion"] == {"labels": ["cat", "dog"], "matrix": [[1, 1], [1, 1]]}
     assert d["n"] == 4 and d["accuracy"] == 0.5 and d["top_losses"] == [t0, t1] and d["split"] == "valid"
+    half = {"cat": 0.5, "dog": 0.5}  # by hand: each class 1 right of 2 actual and of 2 predicted
+    assert r.precision == r.recall == r.f1 == half and r.support == {"cat": 2, "dog": 2}
+    assert r.macro_f1 == r.balanced_accuracy == 0.5
+    assert {k: d[k] for k in ("precision", "recall", "f1", "support", "macro_f1", "balanced_accuracy")} == {
+        "precision": half, "recall": half, "f1": half, "support": {"cat": 2, "dog": 2}, "macro_f1": 0.5,
+        "balanced_accuracy": 0.5}
+
+
+def test_class_metrics_by_hand():
+    """3 classes: a 'bird' never predicted (precision 0, scikit-learn's zero_division=0), an 'eel' with no items
+    (left out, as per_class leaves it out)."""
+    vocab = ["cat", "dog", "bird", "eel"]
+    targs = np.array([0, 0, 0, 1, 1, 2])
+    preds = np.array([0, 0, 1, 1, 3, 0])
+    r = E.Evaluation(vocab, np.eye(4)[preds], targs, np.arange(6))
+    assert r.support == {"cat": 3, "dog": 2, "bird": 1}
+    assert r.precision == pytest.approx({"cat": 2 / 3, "dog": 1 / 2, "bird": 0.0})
+    assert r.recall == pytest.approx({"cat": 2 / 3, "dog": 1 / 2, "bird": 0.0}) == r.per_class
+    assert r.f1 == pytest.approx({"cat": 2 / 3, "dog": 1 / 2, "bird": 0.0})
+    assert r.macro_f1 == pytest.approx((2 / 3 + 1 / 2) / 3) and r.balanced_accuracy == pytest.approx(7 / 18)
+
+
+@pytest.mark.parametrize("k, seed", [(2, 0), (5, 1), (7, 2)])
+def test_class_metrics_match_sklearn(k, seed):
+    from sklearn import metrics as SK
+    rng = np.random.default_rng(seed)
+    targs = rng.integers(0, k - 1, 60)  # the last class has no items
+    preds = np.where(rng.random(60) < 0.6, targs, rng.integers(0, k, 60))
+    preds[preds == 1] = 0  # class 1 is never predicted
+    vocab = [f"c{i}" for i in range(k)]
+    r = E.Evaluation(vocab, np.eye(k)[preds], targs, np.arange(60))
+    present = sorted(set(targs.tolist()))
+    p, rc, f, n = SK.precision_recall_fscore_support(targs, preds, labels=present, zero_division=0)
+    names = [vocab[i] for i in present]
+    assert r.precision == pytest.approx(dict(zip(names, p))) and r.recall == pytest.approx(dict(zip(names, rc)))
+    assert r.f1 == pytest.approx(dict(zip(names, f))) and r.support == dict(zip(names, n.tolist()))
+    assert r.macro_f1 == pytest.approx(SK.f1_score(targs, preds, labels=present, average="macro", zero_division=0))
+    with warnings.catch_warnings():  # scikit-learn warns of the predicted class that has no items
+        warnings.simplefilter("ignore")
+        ref = SK.balanced_accuracy_score(targs, preds)
+    assert r.balanced_accuracy == pytest.approx(ref)
 
 
 def test_evaluation_empty():
     r = E.Evaluation(["a", "b", "c"], np.zeros((0, 3)), np.zeros(0, np.int64), np.zeros(0, np.int64))
     assert math.isnan(r.accuracy) and r.n == 0 and r.top_losses() == [] and r.per_class == {}
+    assert r.precision == r.recall == r.f1 == r.support == {}
+    assert math.isnan(r.macro_f1) and math.isnan(r.balanced_accuracy)
     assert r.most_confused() == [] and r.confusion.shape == (3, 3)
 
 
@@ -117,6 +161,18 @@ def test_get_probs_batches_agree():
     model = fit_like(imgs)
     a, b = E.get_probs(model, imgs, bs=3), E.get_probs(model, imgs, bs=256)
     assert torch.allclose(a, b) and a.shape == (10, 2) and torch.allclose(a.sum(1), torch.ones(10))
+
+
+def test_temperature_scales_the_probabilities_not_the_answers(tiny4):
+    ds = open_dataset(tiny4, size=16, valid_pct=0.5)
+    model = fit(ds, "rmse")
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(ds.images[ds.idx("valid")])).float()
+    plain, warm = E.evaluate(model, ds), E.evaluate(model, ds, temperature=2.5)
+    assert np.allclose(plain.probs, torch.softmax(logits, 1).numpy(), atol=1e-6)
+    assert np.allclose(warm.probs, torch.softmax(logits / 2.5, 1).numpy(), atol=1e-6)
+    assert np.array_equal(plain.preds, warm.preds) and plain.accuracy == warm.accuracy
+    assert plain.macro_f1 == warm.macro_f1 and plain.top_losses()[0]["loss"] != warm.top_losses()[0]["loss"]
 
 
 def fit_like(imgs):

@@ -1,6 +1,7 @@
 """Training: every rung learns on tiny data; the event stream, throttling, stop, reproducibility, lr_find."""
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 
 from conftest import make_folder
 from logoapp import models as M
+from logoapp import store
 from logoapp import train as T
 from logoapp.data import open_dataset
 from logoapp.events import Batch, Done, Epoch, Start
@@ -150,6 +152,32 @@ def test_training_without_validation_split(tmp_path):
     assert len(nv.idx("valid")) == 0
     events = list(T.train(nv, TrainConfig("linear", epochs=1, bs=8)))
     assert events[-1].type == "done", events[-1]
+    done = T.fit(nv, TrainConfig("linear", epochs=1, bs=8), out=tmp_path / "m")  # nothing to calibrate on
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert done.temperature is None and done.unknown is None and done.calibration_seconds is None
+    assert "temperature" not in meta and "unknown" not in meta and meta["format"] == 1
+
+
+def test_a_saved_model_is_calibrated_and_answers_unknown(ds, tmp_path):
+    """fit(out=) fits the temperature and the unknown-input test on the validation split and saves them."""
+    done = T.fit(ds, TrainConfig("cnn", epochs=1, bs=BS), out=tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert meta["temperature"] == done.temperature > 0 and meta["unknown"] == done.unknown
+    assert meta["unknown"]["method"] == "knn" and meta["unknown"]["n_fit"] == len(ds.idx("valid"))
+    assert meta["calibration"]["n"] == len(ds.idx("valid")) and meta["format"] == store.FORMAT_EXTRA
+    assert done.calibration_seconds > 0 and meta["metrics"]["calibration_seconds"] == done.calibration_seconds
+    d = done.to_dict()
+    assert d["temperature"] == done.temperature and d["unknown"] == done.unknown and "extra" not in d
+    json.dumps(d)
+    p = Predictor.load(done.model_path)
+    assert p.temperature == done.temperature and p.unknown is not None
+    r = p.predict(ds.images[ds.idx("valid")[0]], with_unknown=True)
+    assert set(r) == {"probs", "label", "unknown", "score", "threshold"} and r["threshold"] is not None
+    assert isinstance(r["unknown"], bool) and r["probs"] == pytest.approx(p.predict(ds.images[ds.idx("valid")[0]]))
+    mem = Predictor(done.net, done.meta, extra=done.extra)  # the Done record answers as the saved folder does
+    assert mem.predict(ds.images[0], with_unknown=True)["score"] == pytest.approx(
+        p.predict(ds.images[0], with_unknown=True)["score"], abs=1e-3)
+    assert not done.stopped and not T.fit(ds, TrainConfig("cnn", epochs=1, bs=BS)).meta.get("unknown")
 
 
 def test_lr_find(ds):
