@@ -72,7 +72,7 @@ def heat_row(elem_id: str) -> tuple:
     with gr.Row(equal_height=False):
         img = gr.Image(None, format="png", height=200, interactive=False, show_label=False, buttons=[], visible=False,
                        scale=1, elem_id=elem_id)
-        md = gr.Markdown(CLICK, elem_classes="la-note")
+        md = gr.Markdown(CLICK, elem_classes="la-note", elem_id=f"{elem_id}-caption")
     return img, md
 
 
