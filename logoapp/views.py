@@ -205,13 +205,14 @@ def eval_views(res: Evaluation, meta: dict, ctx: DataCtx, name: str, label: str)
     confused = res.most_confused()
     worst = confused[0] if confused else (ds.vocab[0], ds.vocab[0], 0)
     arch = meta["arch"]
-    md = (f"### {html.escape(label)}\n\n**{res.accuracy:.1%}** of {res.n:,} validation images right · "
-          f"{models.describe(arch)}")
+    md = (f"### {html.escape(label)}\n\n**{res.accuracy:.1%}** of {res.n:,} validation images right"
+          f"{summary_extra(res)} · {models.describe(arch)}")
     v = {"eval_md": md, "cm": plots.confusion(res.confusion.tolist(), ds.vocab),
-         "eval_table": plots.per_class_table(res.per_class, n_valid),
+         "eval_table": plots.per_class_table(res.per_class, n_valid, class_metrics(res)),
          "confused": plots.most_confused_table(confused[:12]), "tops": tops,
          "actual": worst[0], "predicted": worst[1]}
     v.update(cell_view(res, ctx, worst[0], worst[1]))
+    v.update(calibration_view(res, meta))
     v["weights_visible"] = arch == "linear"
     return v
 
@@ -238,3 +239,94 @@ def cell_view(res: Evaluation, ctx: DataCtx, actual: str, predicted: str) -> dic
     md = (f"{len(pos)} validation image(s) of **{actual}** {what}"
           + (f" (showing {CELL_MAX})" if len(pos) > CELL_MAX else ""))
     return {"cell": items, "cell_md": md}
+
+
+# ============================================================================================= explain, calibrate
+
+def explain_view(model, meta: dict, image, target=None) -> dict:
+    """The heatmap of where the model looked for one image (a path or an array), for the predicted class or target:
+    {"overlay": uint8 RGB, "label": the class explained, "caption": method, class and probability}."""
+    from .explain import explain
+    try:
+        e = explain(model, meta, image, target)
+    except ValueError as err:  # a model kind without a method, or a class the model does not know
+        raise ViewError(str(err)) from None
+    p = e.probs.get(e.label, 0.0)
+    return {"overlay": e.overlay, "label": e.label, "kind": e.kind,
+            "caption": f"{e.kind}: where the model found **{e.label}** (p={p:.0%}); red = most evidence"}
+
+
+def unknown_note(r: dict, threshold: float | None) -> str:
+    """The prediction note's unknown-input line for Predictor.predict(..., with_unknown=True)'s answer r, judged
+    against threshold (the stored one unless moved); "" for a model without an unknown-input test."""
+    score = r.get("score")
+    if score is None or threshold is None:
+        return ""
+    top = r["probs"][r["label"]]
+    if score > threshold:
+        return (f"**unknown** — closest: **{html.escape(r['label'])}** ({top:.0%}) · far from the training data "
+                f"(score {score:.3g} > threshold {threshold:.3g})")
+    return f"like the training data (score {score:.3g} ≤ threshold {threshold:.3g})"
+
+
+def calibration_view(res: Evaluation, meta: dict) -> dict:
+    """Reliability diagram and ECE before and after temperature scaling, from the evaluation's probabilities (their
+    logs stand in for logits). The model's stored temperature, else one fitted on these images."""
+    from . import calibrate
+    if not res.n:
+        return {"reliability": plots.message("No validation images to calibrate on."), "calib_md": ""}
+    z = torch.from_numpy(np.log(np.clip(res.probs.astype(np.float64), 1e-12, None)))
+    t = meta.get("temperature")
+    stored = isinstance(t, (int, float)) and not isinstance(t, bool)
+    t = float(t) if stored else calibrate.temperature_from_logits(z, res.targs)
+    rep = calibrate.report(z, res.targs, t)
+    how = "stored with the model" if stored else "fitted on these images"
+    md = (f"**ECE** {rep['before']['ece']:.1%} → **{rep['after']['ece']:.1%}** after temperature scaling "
+          f"(T = {t:.2f}, {how})")
+    return {"reliability": plots.reliability(rep), "calib_md": md}
+
+
+def class_metrics(res: Evaluation) -> dict | None:
+    """Precision, recall, F1 and support per class when the Evaluation has them (None for one that does not)."""
+    cols = {k: getattr(res, k, None) for k in ("precision", "recall", "f1", "support")}
+    return cols if all(isinstance(v, dict) for v in cols.values()) else None
+
+
+def summary_extra(res: Evaluation) -> str:
+    """' · macro F1 … · balanced accuracy …' when the Evaluation has them."""
+    out = ""
+    for key, name in (("macro_f1", "macro F1"), ("balanced_accuracy", "balanced accuracy")):
+        v = getattr(res, key, None)
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            out += f" · {name} **{v:.1%}**"
+    return out
+
+
+def item_heat(model, meta: dict, ctx: DataCtx, i: int, target: str, head: str) -> dict:
+    """The heatmap of dataset item i for class target, captioned with head first."""
+    v = explain_view(model, meta, ctx.ds.images[i], target)
+    return {"heat": v["overlay"], "heat_md": f"{head} · {v['caption']}"}
+
+
+def top_loss_heat(model, meta: dict, res: Evaluation, ctx: DataCtx, k: int) -> dict | None:
+    """The heatmap of the k-th top loss, for the class the model predicted (None when there is no such image)."""
+    tops = res.top_losses()
+    if not 0 <= k < len(tops):
+        return None
+    t = tops[k]
+    head = (f"**{html.escape(file_name(ctx.ds.items[t['index']]))}**: actual {t['actual']}, predicted "
+            f"{t['predicted']} ({t['probability']:.0%})")
+    return item_heat(model, meta, ctx, t["index"], t["predicted"], head)
+
+
+def cell_heat(model, meta: dict, res: Evaluation, ctx: DataCtx, actual: str, predicted: str, k: int) -> dict | None:
+    """The heatmap of the k-th image of one confusion-matrix cell, for the predicted class."""
+    ds = ctx.ds
+    if actual not in ds.vocab or predicted not in ds.vocab:
+        return None
+    pos = res.cell(ds.vocab.index(actual), ds.vocab.index(predicted))[:CELL_MAX]
+    if not 0 <= k < len(pos):
+        return None
+    i = int(res.idx[pos[k]])
+    head = f"**{html.escape(file_name(ds.items[i]))}**: actual {actual}, predicted {predicted}"
+    return item_heat(model, meta, ctx, i, predicted, head)

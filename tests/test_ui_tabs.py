@@ -207,8 +207,8 @@ def test_predict_one_and_many(trained, tmp_path):
     with pytest.raises(gr.Error, match="Cannot use this image: not an image"):
         predict.on_predict(str(junk), name, s)
     assert predict.on_repredict(str(junk), name, s) is None
-    assert "→ resized to 16×16 RGBA" in predict.on_predict_note(img, name, s)
-    assert predict.on_predict_note(str(junk), name, s) == ""
+    assert "→ resized to 16×16 RGBA" in predict.on_predict_note(img, name, None, s)
+    assert predict.on_predict_note(str(junk), name, None, s) == ""
     table = predict.on_many([img, str(junk)], name, s)
     assert list(table["predicted"])[1] == "—" and "error" in list(table["next best"])[1]
     assert predict.on_examples(name, s)["visible"] is False  # the example crests are of other classes
@@ -232,3 +232,80 @@ def test_export_and_import_a_model(trained, ui):
         predict.on_import(s, str(junk))
     tab = known(predict.on_models_tab(s, "gone", new), ui)
     assert tab["pmodel"]["value"] == new and tab["emodel"]["value"] == s.reg.default(s.data)
+
+
+# ================================================================================ Explain, calibrate, unknown
+
+def with_unknown_test(s: Session, name: str, accept: float) -> str:
+    """A copy of a trained model saved with an unknown-input test that accepts `accept` of the validation images."""
+    from logoapp import store
+    from logoapp.calibrate import fit_calibration
+    model, meta = s.reg.get(name, s.data)
+    add, extra = fit_calibration(model, s.data.ds, accept)
+    new = f"{name}-ood{int(accept * 100)}"
+    store.save(model, {**meta, **add, "name": new}, s.reg.folder / new, extra=extra)
+    return new
+
+
+def test_predict_shows_the_heatmap_and_explains_another_class(trained, ui):
+    s, name, _ = trained
+    img = s.data.ds.items[0]
+    for model in (L1, name):
+        out = known(predict.on_look(img, model, True, s), ui)
+        heat = out["pheat"]["value"]
+        assert heat.dtype.name == "uint8" and heat.shape == (16, 16, 3) and out["pheat"]["visible"] is True
+        assert out["pclass"]["value"] in s.data.ds.vocab and out["pclass"]["choices"] == s.data.ds.vocab
+        assert f"found **{out['pclass']['value']}**" in out["pheat_md"]
+    why_not = known(predict.on_look_class(img, name, True, "class2", s), ui)
+    assert "found **class2**" in why_not["pheat_md"] and why_not["pheat"]["value"] is not None
+    off = known(predict.on_look_class(img, name, False, "class2", s), ui)
+    assert off["pheat"]["visible"] is False and off["pheat_md"] == ""
+    assert known(predict.on_look(None, name, True, s), ui)["pheat"]["value"] is None
+
+
+def test_predict_unknown_note_follows_the_threshold_slider(trained):
+    s, name, _ = trained
+    img = s.data.ds.items[0]
+    assert predict.on_threshold(L1, s)["visible"] is False  # no unknown-input test: never unknown, no slider
+    assert "unknown" not in predict.on_predict_note(img, name, 0.0, s)
+    ood = with_unknown_test(s, name, 0.95)
+    slider = predict.on_threshold(ood, s)
+    assert slider["visible"] is True and slider["minimum"] <= slider["value"] <= slider["maximum"]
+    normal = predict.on_predict_note(img, ood, slider["value"], s)
+    far = predict.on_predict_note(img, ood, slider["minimum"] - 1, s)  # this session moved the slider right down
+    assert "score" in normal and far.startswith("**unknown** — closest: **") and "%)" in far
+    assert "resized to 16×16" in far
+    assert predict.on_predict(img, ood, s) == predict.on_predict(img, ood, s) and isinstance(
+        predict.on_predict(img, ood, s), dict)  # the /predict API still answers {label: probability}
+
+
+def test_evaluate_shows_calibration_and_the_heatmap_of_a_clicked_image(trained, ui):
+    s, name, _ = trained
+    out = known(evaluate.on_eval(s, name), ui)
+    assert "ECE" in out["calib_md"] and "T = " in out["calib_md"] and out["reliab"] is not None
+    assert out["theat"]["visible"] is False
+    img, md = evaluate.on_top_pick(s, name, SimpleNamespace(index=0))
+    assert img["visible"] is True and img["value"].shape == (16, 16, 3) and "predicted" in md and "found **" in md
+    assert evaluate.on_top_pick(s, name, SimpleNamespace(index=999)) == (gr.skip(), gr.skip())
+    img, md = evaluate.on_cell_pick(s, name, "class0", "class0", SimpleNamespace(index=0))
+    assert img["visible"] is True and "actual class0, predicted class0" in md
+    assert evaluate.on_top_pick(s, "never-evaluated", SimpleNamespace(index=0)) == (gr.skip(), gr.skip())
+    img, md = evaluate.on_top_pick(Session(s.shared), L1, SimpleNamespace(index=0))  # the baseline: |image - ideal|
+    assert "difference from the ideal images" in md
+
+
+def test_evaluate_shows_precision_recall_f1_when_the_evaluation_has_them(trained):
+    from logoapp import views
+    s, name, _ = trained
+    res, meta = s.evals.get(name) or evaluate.evaluation(s, name)
+    plain = views.eval_views(res, meta, s.data, name, name)
+    assert "precision %" not in plain["eval_table"].columns and "macro F1" not in plain["eval_md"]
+    vocab = s.data.ds.vocab
+    richer = SimpleNamespace(**{k: getattr(res, k) for k in ("vocab", "probs", "targs", "idx", "preds", "accuracy",
+                                                             "per_class", "confusion", "n")})
+    richer.most_confused, richer.top_losses, richer.cell = res.most_confused, res.top_losses, res.cell
+    richer.precision = richer.recall = richer.f1 = {c: 0.5 for c in vocab}
+    richer.support, richer.macro_f1, richer.balanced_accuracy = {c: 2 for c in vocab}, 0.5, 0.75
+    v = views.eval_views(richer, meta, s.data, name, name)
+    assert list(v["eval_table"].columns) == ["class", "accuracy %", "precision %", "recall %", "F1 %", "support"]
+    assert "macro F1 **50.0%**" in v["eval_md"] and "balanced accuracy **75.0%**" in v["eval_md"]

@@ -22,7 +22,7 @@ class Registry:
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
-        self._cache: dict[str, tuple[float, torch.nn.Module, dict]] = {}
+        self._cache: dict[str, tuple[float, torch.nn.Module, dict, dict]] = {}
         self._lock = threading.Lock()
 
     def saved(self) -> list[dict]:
@@ -53,15 +53,16 @@ class Registry:
                 continue
         return BASE + "l1" if ctx is not None else None
 
-    def get(self, name: str, ctx: DataCtx | None) -> tuple[torch.nn.Module, dict]:
-        """(model, meta) by picker value; saved models are loaded once and reused until their files change."""
+    def get(self, name: str, ctx: DataCtx | None, with_extra: bool = False) -> tuple:
+        """(model, meta) by picker value; saved models are loaded once and reused until their files change.
+        with_extra: (model, meta, the tensors stored beside the weights: the unknown-input test's)."""
         if not name:
             raise gr.Error("Pick a model first.")
         if name.startswith(BASE):
             if ctx is None:
                 raise gr.Error("The pixel baseline needs a dataset.")
             b = ctx.baseline(name[len(BASE):])
-            return b["model"], b["meta"]
+            return (b["model"], b["meta"], {}) if with_extra else (b["model"], b["meta"])
         known = {m["name"]: m["path"] for m in self.saved()}
         if name not in known:
             raise gr.Error(f"No model named '{name}' in {self.folder}.")
@@ -70,14 +71,14 @@ class Registry:
         with self._lock:
             hit = self._cache.get(str(path))
             if hit and hit[0] == mtime:
-                return hit[1], hit[2]
+                return hit[1:] if with_extra else hit[1:3]
         try:
-            model, meta = store.load(path)
+            model, meta, extra = store.load(path, with_extra=True)
         except store.ModelError as e:
             raise gr.Error(str(e)) from None
         with self._lock:
-            self._cache[str(path)] = (mtime, model, meta)
-        return model, meta
+            self._cache[str(path)] = (mtime, model, meta, extra)
+        return (model, meta, extra) if with_extra else (model, meta)
 
     def folder_of(self, name: str) -> Path:
         known = {m["name"]: m["path"] for m in self.saved()}

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ...views import ViewError, board_df, cell_view, eval_views, evaluate_on, linear_weights_view
+from ...views import (ViewError, board_df, cell_heat, cell_view, eval_views, evaluate_on, linear_weights_view,
+                      top_loss_heat)
 from ..registry import BASE, on_models_tab, pickers
 from ..state import Session, Shared
 from ..wiring import Ui, Updates
 
 REFRESHES = ("emodel", "eval_md", "cm", "eval_table", "confused", "tops", "actual", "predicted", "cell_md", "cell",
-             "wgroup", "board")
+             "wgroup", "board", "reliab", "calib_md", "theat", "theat_md", "cheat", "cheat_md")
+CLICK = "Click an image to see where the model looked (the heatmap is for the class it predicted)."
+HIDDEN = dict(theat=gr.update(value=None, visible=False), theat_md=CLICK, cheat=gr.update(value=None, visible=False),
+              cheat_md=CLICK)
 L1 = (BASE + "l1", "pixel-similarity baseline · L1")  # what the tab shows first: the L1 baseline (value, label)
 
 
@@ -31,10 +35,17 @@ def layout(ui: Ui, shared: Shared) -> None:
                                           max_height=330)
                 confused = gr.Dataframe(ev["confused"], label="Most confused (click a row to see the images)",
                                         interactive=False, max_height=260)
+        gr.Markdown("### Calibration\nDoes a model that says 80% sure turn out right 80% of the time? Each bar is "
+                    "the accuracy of the images whose top probability fell in that bin; a calibrated model's bars "
+                    "follow the diagonal. ECE is the average gap.")
+        with gr.Row(equal_height=False):
+            reliab = gr.Plot(ev["reliability"], format="png", show_label=False, scale=3, elem_id="reliability")
+            calib_md = gr.Markdown(ev["calib_md"])
         gr.Markdown("### Top losses\nThe validation images the model was most confidently wrong (or least sure) "
                     "about. Caption: **actual / predicted / probability / loss**.")
         tops = gr.Gallery(ev["tops"], columns=8, height="auto", format="png", allow_preview=True,
                           object_fit="contain", show_label=False, elem_id="top-losses", elem_classes="la-captions")
+        theat, theat_md = heat_row("top-heatmap")
         gr.Markdown("### Look inside a cell of the confusion matrix\nPick its actual and predicted class, or "
                     "click a row of *Most confused*.")
         with gr.Row():
@@ -43,6 +54,7 @@ def layout(ui: Ui, shared: Shared) -> None:
         cell_md = gr.Markdown(ev["cell_md"])
         cell = gr.Gallery(ev["cell"], columns=10, height="auto", format="png", object_fit="contain", show_label=False,
                           elem_classes="la-captions", elem_id="cell-gallery")
+        cheat, cheat_md = heat_row("cell-heatmap")
         with gr.Column(visible=ev["weights_visible"]) as wgroup:
             gr.Markdown("### What the linear model learned\nIts weights are one number per pixel, channel and "
                         "class; here each class's weights are drawn as an image (averaged over the channels). "
@@ -51,16 +63,29 @@ def layout(ui: Ui, shared: Shared) -> None:
         board = gr.Dataframe(board_df({}, ctx0), label="Leaderboard", interactive=False)
     ui.add(tab_eval=tab_eval, emodel=emodel, eval_btn=eval_btn, eval_md=eval_md, cm=cm, eval_table=eval_table,
            confused=confused, tops=tops, actual=actual, predicted=predicted, cell_md=cell_md, cell=cell, wgroup=wgroup,
-           weights=weights, board=board)
+           weights=weights, board=board, reliab=reliab, calib_md=calib_md, theat=theat, theat_md=theat_md,
+           cheat=cheat, cheat_md=cheat_md)
+
+
+def heat_row(elem_id: str) -> tuple:
+    """A heatmap image (hidden until an image is clicked) and its caption."""
+    with gr.Row(equal_height=False):
+        img = gr.Image(None, format="png", height=200, interactive=False, show_label=False, buttons=[], visible=False,
+                       scale=1, elem_id=elem_id)
+        md = gr.Markdown(CLICK, elem_classes="la-note", elem_id=f"{elem_id}-caption")
+    return img, md
 
 
 def wire(ui: Ui) -> None:
     quiet = dict(api_visibility="private", show_progress="hidden")
     ui.on(["emodel.change", "eval_btn.click"], on_eval, ["session", "emodel"],
           ["eval_md", "cm", "eval_table", "confused", "tops", "actual", "predicted", "cell_md", "cell", "wgroup",
-           "weights", "board"], api_name="evaluate", concurrency_id="eval", concurrency_limit=2)
+           "weights", "board", "reliab", "calib_md", "theat", "theat_md", "cheat", "cheat_md"], api_name="evaluate",
+          concurrency_id="eval", concurrency_limit=2)
     ui.on(["actual.input", "predicted.input"], on_cell, ["session", "emodel", "actual", "predicted"],
           ["cell", "cell_md"], **quiet)
+    ui.on("tops.select", on_top_pick, ["session", "emodel"], ["theat", "theat_md"], **quiet)
+    ui.on("cell.select", on_cell_pick, ["session", "emodel", "actual", "predicted"], ["cheat", "cheat_md"], **quiet)
     ui.on("confused.select", on_confused_pick, ["session", "emodel"], ["actual", "predicted", "cell", "cell_md"],
           **quiet)
     # models saved by other sessions (or copied in) show up when the tab opens
@@ -76,7 +101,8 @@ def refresh(s: Session) -> Updates:
     return (Updates(eval_md=v["eval_md"], cm=v["cm"], eval_table=v["eval_table"], confused=v["confused"],
                     tops=v["tops"], actual=gr.update(choices=ctx.ds.vocab, value=v["actual"]),
                     predicted=gr.update(choices=ctx.ds.vocab, value=v["predicted"]), cell_md=v["cell_md"],
-                    cell=v["cell"], wgroup=gr.update(visible=False), board=board_df(s.board, ctx))
+                    cell=v["cell"], wgroup=gr.update(visible=False), board=board_df(s.board, ctx),
+                    reliab=v["reliability"], calib_md=v["calib_md"], **HIDDEN)
             | pickers(s, ["emodel"], emodel=L1[0]))
 
 
@@ -95,7 +121,8 @@ def on_eval(s: Session, model) -> Updates:
     w = linear_weights_view(s.reg.get(name, ctx)[0], meta) if meta["arch"] == "linear" else None
     return Updates(eval_md=v["eval_md"], cm=v["cm"], eval_table=v["eval_table"], confused=v["confused"],
                    tops=v["tops"], actual=v["actual"], predicted=v["predicted"], cell_md=v["cell_md"], cell=v["cell"],
-                   wgroup=gr.update(visible=w is not None), weights=w, board=board_df(s.board, ctx))
+                   wgroup=gr.update(visible=w is not None), weights=w, board=board_df(s.board, ctx),
+                   reliab=v["reliability"], calib_md=v["calib_md"], **HIDDEN)
 
 
 def evaluation(s: Session, name: str) -> tuple:
@@ -115,16 +142,47 @@ def evaluation(s: Session, name: str) -> tuple:
     return res, meta
 
 
+def stored(s: Session, name) -> tuple | None:
+    """(Evaluation, meta) of a model this session evaluated (a pixel baseline: computed on the spot), else None."""
+    if name not in s.evals:
+        if not (name and name.startswith(BASE)):
+            return None
+        b = s.data.baseline(name[len(BASE):])
+        s.evals[name] = (b["evaluation"], b["meta"])
+    return s.evals[name]
+
+
 def on_cell(s: Session, name, a, p):
     """The images of one confusion-matrix cell (actual a, predicted p)."""
-    if name not in s.evals:
-        if name and name.startswith(BASE):
-            b = s.data.baseline(name[len(BASE):])
-            s.evals[name] = (b["evaluation"], b["meta"])
-        else:
-            return gr.skip(), gr.skip()
+    if stored(s, name) is None:
+        return gr.skip(), gr.skip()
     v = cell_view(s.evals[name][0], s.data, a, p)
     return v["cell"], v["cell_md"]
+
+
+def picked_heat(s: Session, name, view, *args) -> tuple:
+    """(heatmap update, caption) of a clicked image by view (top_loss_heat or cell_heat) with args after ctx."""
+    ev = stored(s, name)
+    if ev is None:
+        return gr.skip(), gr.skip()
+    res, meta = ev
+    try:
+        v = view(s.reg.get(name, s.data)[0], meta, res, s.data, *args)
+    except ViewError as e:
+        return gr.update(value=None, visible=False), str(e)
+    if v is None:
+        return gr.skip(), gr.skip()
+    return gr.update(value=v["heat"], visible=True), v["heat_md"]
+
+
+def on_top_pick(s: Session, name, evt: gr.SelectData):
+    """A top loss clicked: where the model looked for the class it predicted."""
+    return picked_heat(s, name, top_loss_heat, int(evt.index or 0))
+
+
+def on_cell_pick(s: Session, name, a, p, evt: gr.SelectData):
+    """An image of the confusion cell clicked: where the model looked for the class it predicted."""
+    return picked_heat(s, name, cell_heat, a, p, int(evt.index or 0))
 
 
 def on_confused_pick(s: Session, name, evt: gr.SelectData):

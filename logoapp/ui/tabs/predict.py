@@ -1,6 +1,7 @@
 """5 · Predict: classify one image or many with any model; export a model as a zip or import one."""
 from __future__ import annotations
 
+import math
 import zipfile
 import zlib
 
@@ -11,13 +12,13 @@ from ... import store, tmpdirs
 from ...images import ImageError, header
 from ...predict import Predictor
 from ...uploads import zip_directory
-from ...views import DataCtx, file_name
+from ...views import DataCtx, ViewError, explain_view, file_name, unknown_note
 from ..registry import BASE, Registry, on_models_tab, pickers
 from ..state import Session, Shared
 from ..widgets import examples, unopened, upload
 from ..wiring import Ui, Updates
 
-REFRESHES = ("pmodel", "pex")
+REFRESHES = ("pmodel", "pex", "pclass", "pthr")
 TABLE = ["file", "predicted", "probability %", "next best"]
 
 
@@ -38,7 +39,17 @@ def layout(ui: Ui, shared: Shared) -> None:
                         gr.Examples(ex, inputs=pimg, label="Example crests", examples_per_page=8)
             with gr.Column():
                 plabel = gr.Label(num_top_classes=5, label="Prediction", elem_id="predict-label")
-                pinfo = gr.Markdown("", elem_classes="la-note")
+                pinfo = gr.Markdown("", elem_classes="la-note", elem_id="predict-note")
+                with gr.Row(equal_height=False, elem_classes="la-align-end"):
+                    pshow = gr.Checkbox(True, label="Show where the model looked", elem_id="predict-show")
+                    pclass = gr.Dropdown(vocab_of(reg, default_model, ctx0), value=None, label="Explain class",
+                                         elem_id="predict-class")
+                pheat = gr.Image(None, label="Where the model looked", interactive=False, format="png", height=260,
+                                 buttons=[], elem_id="predict-heatmap")
+                pheat_md = gr.Markdown("", elem_classes="la-note")
+                pthr = gr.Slider(**threshold_slider(reg, default_model, ctx0), label="Unknown above (this session "
+                                 "only)", info="Images scoring above it count as far from the training data.",
+                                 elem_id="predict-threshold")
         with gr.Accordion("Many images at once", open=False):
             pfiles = gr.File(file_count="multiple", label="Images (any number; unreadable files are reported, not "
                              "fatal)", height=120)
@@ -51,6 +62,7 @@ def layout(ui: Ui, shared: Shared) -> None:
                 with gr.Column():
                     import_file = gr.File(label="Import a model zip (from logoapp)", file_types=[".zip"], height=90)
                     import_md = gr.Markdown("")
+    ui.add(pshow=pshow, pclass=pclass, pheat=pheat, pheat_md=pheat_md, pthr=pthr)
     ui.add(tab_pred=tab_pred, pmodel=pmodel, pimg=pimg, pex=pex, plabel=plabel, pinfo=pinfo, pfiles=pfiles,
            pmany=pmany, export_btn=export_btn, export_file=export_file, import_file=import_file, import_md=import_md)
 
@@ -62,7 +74,12 @@ def wire(ui: Ui) -> None:
           show_progress="minimal")
     ui.on("pmodel.change", on_repredict, ins, "plabel", api_visibility="private", concurrency_id="predict",
           show_progress="minimal")
-    ui.on(["pimg.change", "pmodel.change"], on_predict_note, ins, "pinfo", **quiet)
+    ui.on(["pimg.change", "pthr.release"], on_predict_note, ["pimg", "pmodel", "pthr", "session"], "pinfo", **quiet)
+    ui.on("pmodel.change", on_threshold, ["pmodel", "session"], "pthr", **quiet).then(
+        ui.handler(on_predict_note), ui.all(["pimg", "pmodel", "pthr", "session"]), ui.all("pinfo"), **quiet)
+    look = ["pimg", "pmodel", "pshow", "session"]
+    ui.on(["pimg.change", "pmodel.change"], on_look, look, ["pclass", "pheat", "pheat_md"], **quiet)
+    ui.on(["pclass.input", "pshow.change"], on_look_class, look + ["pclass"], ["pheat", "pheat_md"], **quiet)
     ui.on("pmodel.change", on_examples, ["pmodel", "session"], "pex", **quiet)
     ui.on("pfiles.change", on_many, ["pfiles", "pmodel", "session"], "pmany", api_name="predict_many",
           concurrency_id="predict")
@@ -77,7 +94,9 @@ def refresh(s: Session) -> Updates:
     """The default model picked, with its examples."""
     dflt = s.reg.default(s.data)
     shown = bool(model_examples(s.reg, dflt, s.data))
-    return pickers(s, ["pmodel"], pmodel=dflt) | Updates(pex=gr.update(visible=shown))
+    return pickers(s, ["pmodel"], pmodel=dflt) | Updates(pex=gr.update(visible=shown), pthr=on_threshold(dflt, s),
+                                                         pclass=gr.update(choices=vocab_of(s.reg, dflt, s.data),
+                                                                          value=None))
 
 
 def model_examples(reg: Registry, name: str | None, ctx: DataCtx | None) -> list[str]:
@@ -88,11 +107,37 @@ def model_examples(reg: Registry, name: str | None, ctx: DataCtx | None) -> list
         return []
 
 
+def vocab_of(reg: Registry, name: str | None, ctx: DataCtx | None) -> list[str]:
+    try:
+        return list(reg.get(name, ctx)[1]["vocab"]) if name else []
+    except gr.Error:
+        return []
+
+
+def threshold_slider(reg: Registry, name: str | None, ctx: DataCtx | None) -> dict:
+    """The unknown-threshold slider's settings for a model: its stored threshold in a range that suits the score
+    (a kNN distance between unit vectors lies in [0, 2]); hidden for a model without an unknown-input test."""
+    try:
+        model, meta, extra = reg.get(name, ctx, with_extra=True)
+        det = Predictor(model, meta, extra=extra).unknown if name else None
+    except (gr.Error, ValueError):
+        det = None
+    t = det.threshold if det is not None else math.inf
+    if not math.isfinite(t):
+        return dict(minimum=0, maximum=1, value=0, step=0.01, visible=False)
+    lo, hi = (0.0, max(2.0, 2 * t)) if det.method == "knn" else (t - max(1.0, abs(t)), t + max(1.0, abs(t)))
+    return dict(minimum=round(lo, 4), maximum=round(hi, 4), value=round(t, 4), step=round((hi - lo) / 400, 6),
+                visible=True)
+
+
 # ============================================================================================= handlers
 
 def predictor(s: Session, name) -> Predictor:
-    model, meta = s.reg.get(name, s.data)
-    return Predictor(model, meta)
+    model, meta, extra = s.reg.get(name, s.data, with_extra=True)
+    try:
+        return Predictor(model, meta, extra=extra)
+    except ValueError:  # an unknown-input entry without its stored features: predict without the test
+        return Predictor(model, {k: v for k, v in meta.items() if k != "unknown"})
 
 
 def classify(image, model, s: Session) -> dict | None:
@@ -119,17 +164,54 @@ def on_repredict(image, model, s: Session):
         return None
 
 
-def on_predict_note(image, model, s: Session):
+def on_predict_note(image, model, thr, s: Session):
+    """How the image was read and, for a model with an unknown-input test, whether it lies far from the training
+    data, judged against the threshold slider (thr)."""
     if image is None:
         return ""
     try:
-        _, meta = s.reg.get(model or s.reg.default(s.data), s.data)
+        image = upload(image)
+        p = predictor(s, model or s.reg.default(s.data))
         h = header(image)
+        r = p.predict(image, with_unknown=True)
     except (ImageError, gr.Error):
         return ""
-    n = meta["data_size"]
-    return (f"Input {h.width}×{h.height} {h.mode} ({h.format}) → resized to {n}×{n} "
-            f"{'RGBA' if meta['channels'] == 4 else 'RGB'}, exactly as in training.")
+    n, meta = p.size, p.meta
+    note = unknown_note(r, None if r["threshold"] is None else float(thr if thr is not None else r["threshold"]))
+    return ((note + "  \n" if note else "") + f"Input {h.width}×{h.height} {h.mode} ({h.format}) → resized to "
+            f"{n}×{n} {'RGBA' if meta['channels'] == 4 else 'RGB'}, exactly as in training.")
+
+
+def on_threshold(model, s: Session):
+    """Another model picked: the slider at its stored unknown threshold (hidden for a model without one)."""
+    return gr.update(**threshold_slider(s.reg, model or s.reg.default(s.data), s.data))
+
+
+def heat(image, model, show, cls, s: Session) -> tuple[Updates, str | None]:
+    """The heatmap of where the model looked for class cls (None: the predicted one), hidden when show is off; and
+    the class explained."""
+    if image is None or not show:
+        return Updates(pheat=gr.update(value=None, visible=bool(show)), pheat_md=""), None
+    try:
+        m, meta = s.reg.get(model or s.reg.default(s.data), s.data)
+        v = explain_view(m, meta, upload(image), cls or None)
+    except ImageError:
+        return Updates(pheat=gr.update(value=None, visible=True), pheat_md=""), None
+    except ViewError as e:
+        return Updates(pheat=gr.update(value=None, visible=True), pheat_md=str(e)), None
+    return Updates(pheat=gr.update(value=v["overlay"], visible=True), pheat_md=v["caption"]), v["label"]
+
+
+def on_look(image, model, show, s: Session) -> Updates:
+    """A new image or model: explain the predicted class, and offer the model's classes to explain instead."""
+    out, label = heat(image, model, show, None, s)
+    vocab = vocab_of(s.reg, model or s.reg.default(s.data), s.data)
+    return out | Updates(pclass=gr.update(choices=vocab, value=label if label in vocab else None))
+
+
+def on_look_class(image, model, show, cls, s: Session) -> Updates:
+    """Another class picked (why not X?) or the heatmap switched on or off."""
+    return heat(image, model, show, cls, s)[0]
 
 
 def on_examples(model, s: Session):
