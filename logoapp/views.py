@@ -194,7 +194,7 @@ def evaluate_on(model, meta: dict, ctx: DataCtx) -> Evaluation:
     if meta["arch"] == "pixel" and meta["data_size"] != ds.size:
         raise ViewError(f"This pixel model compares {meta['data_size']}px images, but the data is {ds.size}px: "
                         f"reload the data with image size {meta['data_size']}.")
-    return evaluate(model, ds, "valid", channels=meta["channels"])
+    return evaluate(model, ds, "valid", channels=meta["channels"], temperature=meta.get("temperature", 1.0))
 
 
 def eval_views(res: Evaluation, meta: dict, ctx: DataCtx, name: str, label: str) -> dict:

@@ -294,16 +294,19 @@ def test_evaluate_shows_calibration_and_the_heatmap_of_a_clicked_image(trained, 
     assert "difference from the ideal images" in md
 
 
-def test_evaluate_shows_precision_recall_f1_when_the_evaluation_has_them(trained):
+def test_evaluate_shows_precision_recall_f1(trained):
     from logoapp import views
     s, name, _ = trained
     res, meta = s.evals.get(name) or evaluate.evaluation(s, name)
-    plain = views.eval_views(res, meta, s.data, name, name)
-    assert "precision %" not in plain["eval_table"].columns and "macro F1" not in plain["eval_md"]
+    real = views.eval_views(res, meta, s.data, name, name)
+    assert list(real["eval_table"].columns) == ["class", "accuracy %", "precision %", "recall %", "F1 %", "support"]
+    assert "macro F1" in real["eval_md"] and "balanced accuracy" in real["eval_md"]
     vocab = s.data.ds.vocab
     richer = SimpleNamespace(**{k: getattr(res, k) for k in ("vocab", "probs", "targs", "idx", "preds", "accuracy",
                                                              "per_class", "confusion", "n")})
     richer.most_confused, richer.top_losses, richer.cell = res.most_confused, res.top_losses, res.cell
+    plain = views.eval_views(richer, meta, s.data, name, name)  # a result without them: the columns stay away
+    assert "precision %" not in plain["eval_table"].columns and "macro F1" not in plain["eval_md"]
     richer.precision = richer.recall = richer.f1 = {c: 0.5 for c in vocab}
     richer.support, richer.macro_f1, richer.balanced_accuracy = {c: 2 for c in vocab}, 0.5, 0.75
     v = views.eval_views(richer, meta, s.data, name, name)
