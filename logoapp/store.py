@@ -187,13 +187,7 @@ def load(folder: str | Path, with_extra: bool = False) -> tuple[nn.Module, dict]
     _check_whole(folder, state)
     extra = {k[len(EXTRA):]: state.pop(k) for k in [k for k in state if k.startswith(EXTRA)]}
     _check_shapes(folder, m, state, shapes)
-    try:
-        model = build_from_meta(m)
-    except ModelError:
-        raise
-    except Exception as e:  # a hand-edited or hostile model.json: wrong types, unknown options
-        raise ModelError(f"{folder}: model.json does not describe a model this logoapp can build "
-                         f"({type(e).__name__}: {str(e)[:200]})") from None
+    model = _build(folder, m)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
@@ -203,17 +197,22 @@ def load(folder: str | Path, with_extra: bool = False) -> tuple[nn.Module, dict]
     return (model.eval(), m, extra) if with_extra else (model.eval(), m)
 
 
+def _build(folder: Path, m: dict) -> nn.Module:
+    """build_from_meta, with any failure of a hand-edited or hostile model.json as a ModelError."""
+    try:
+        return build_from_meta(m)
+    except ModelError:
+        raise
+    except Exception as e:  # wrong types, unknown options
+        raise ModelError(f"{folder}: model.json does not describe a model this logoapp can build "
+                         f"({type(e).__name__}: {str(e)[:200]})") from None
+
+
 def _expected_shapes(folder: Path, m: dict) -> dict[str, tuple]:
     """The tensor shapes the model that model.json describes would hold, found by building it on the 'meta' device
     (no memory); refused when the parameters alone would pass MAX_WEIGHTS_BYTES."""
-    try:
-        with torch.device("meta"):
-            model = build_from_meta(m)
-    except ModelError:
-        raise
-    except Exception as e:  # a hand-edited or hostile model.json: wrong types, unknown options
-        raise ModelError(f"{folder}: model.json does not describe a model this logoapp can build "
-                         f"({type(e).__name__}: {str(e)[:200]})") from None
+    with torch.device("meta"):
+        model = _build(folder, m)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     cost = sum(4 * math.prod(s) for s in shapes.values())
     if cost > MAX_WEIGHTS_BYTES:
