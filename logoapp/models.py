@@ -178,9 +178,8 @@ def cnn(channels: int, n_out: int, size: int, weights=None) -> nn.Module:
 
 def find_weights(fname: str, folder: str | Path | None = None) -> Path | None:
     """Pretrained weights if they are already on disk (torch's cache or the models folder)."""
-    places = [Path(torch.hub.get_dir()) / "checkpoints" / fname, Path(folder or models_dir()) / "pretrained" / fname,
-              Path(folder or models_dir()) / fname]
-    return next((p for p in places if p.is_file()), None)
+    from .weights import find
+    return find(fname, folder)
 
 
 def resnet_body(name: str, n_in: int, n_out: int, weights: Path | None) -> nn.Module:

@@ -57,13 +57,17 @@ def expected_prefix(file: str) -> str:
     return m.group(1)
 
 
-def path(name: str, folder: str | Path | None = None) -> Path | None:
-    """The checkpoint on disk (torch's hub cache, or a models folder's pretrained/), or None."""
-    b = _backbone(name)
-    places = [cache_dir() / b.file]
-    if folder is not None:
-        places += [Path(folder) / "pretrained" / b.file, Path(folder) / b.file]
+def find(fname: str, folder: str | Path | None = None) -> Path | None:
+    """A checkpoint file already on disk: torch's hub cache, or the models folder (its pretrained/ or itself)."""
+    from .config import models_dir
+    folder = Path(folder or models_dir())
+    places = [cache_dir() / fname, folder / "pretrained" / fname, folder / fname]
     return next((p for p in places if p.is_file()), None)
+
+
+def path(name: str, folder: str | Path | None = None) -> Path | None:
+    """The backbone's checkpoint on disk, or None."""
+    return find(_backbone(name).file, folder)
 
 
 def listing(folder: str | Path | None = None) -> list[dict]:
