@@ -50,7 +50,7 @@ def test_the_core_imports_no_gradio_and_nothing_from_the_ui():
     found = [(p.name, f, m) for p in CORE for f, m in imports(p)
              if m.split(".")[0] == "gradio" or m.startswith("logoapp.ui")]
     # the one door: `logoapp` with no command (or `logoapp app`) starts the web app
-    assert found == [("cli.py", "web_app", "logoapp.ui")], found
+    assert found == [("__init__.py", "web_app", "logoapp.ui")], found
 
 
 def test_importing_the_core_loads_neither_gradio_nor_the_ui():
