@@ -75,15 +75,16 @@ def bench(ds, quick: bool) -> dict:
             "<=", 1.3, f"one {ds.size}px file through Predictor.predict (decode + forward + softmax) vs model(x) on "
             f"the already-decoded uint8 tensor; {rounds} calls each, taking turns call by call; values are medians, "
             f"the ratio is the median of per-round paired ratios. Predict runs an inference copy of the model "
-            f"(batch-norm folded, channels-last, run as one flat loop of tensor functions) whose forward took {of:.2f} ms "
-            f"({paired(r['own_forward'], r['forward']):.2f}x the raw forward): the rest is decoding",
+            "(batch-norm folded, channels-last, run as one flat loop of tensor functions) whose forward took "
+            f"{of:.2f} ms ({paired(r['own_forward'], r['forward']):.2f}x the raw forward): the rest is decoding",
             percentiles_10_50_90_ms=spread, predictor_forward_ms=of),
         "predict_vs_fastai": figure(
-            "predict latency vs fastai", median(rf["predict"]) * 1000, "ms", fa, "ms (fastai learn.predict, same model)",
+            "predict latency vs fastai", median(rf["predict"]) * 1000, "ms", fa,
+            "ms (fastai learn.predict, same model)",
             paired(rf["predict"], rf["fastai"]),
             "<=", 0.6, "Predictor.predict(path) vs learn.predict(path) on a fastai Learner (DataBlock over the same "
-            f"folder, no progress bar, num_workers=0) wrapping the same model; its own {rounds} rounds, taking turns call "
-            "by call",
+            f"folder, no progress bar, num_workers=0) wrapping the same model; its own {rounds} rounds, taking turns "
+            "call by call",
             percentiles_10_50_90_ms=spread),
     }
 

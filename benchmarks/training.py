@@ -44,10 +44,10 @@ def lockstep(ds, bs: int) -> tuple[list[float], list[float]]:
     stamps, inside = [], []
 
     def emit(e):
-        if e["type"] != "batch":
+        if e.type != "batch":
             return
         t = time.perf_counter()
-        stamps.append(e["elapsed"])
+        stamps.append(e.elapsed)
         bare.step()
         inside.append(time.perf_counter() - t)
 
@@ -94,10 +94,10 @@ def ladder(ds, quick: bool) -> tuple[list[dict], dict, dict | None]:
         log(f"ladder: {name} ({cfg.resolved().epochs} epoch(s))")
         events = []
         done = T.fit(ds, cfg, events.append)
-        rows.append({"model": name, "accuracy": done["accuracy"], "seconds": done["seconds"],
-                     "n_params": done["n_params"], "epochs": len(done["history"]), "pretrained": done["pretrained"]})
+        rows.append({"model": name, "accuracy": done.accuracy, "seconds": done.seconds,
+                     "n_params": done.n_params, "epochs": len(done.history), "pretrained": done.pretrained})
         if name == "cnn":
-            cnn = {"epochs": [e for e in events if e["type"] == "epoch"], "seconds": done["seconds"]}
+            cnn = {"epochs": [e.to_dict() for e in events if e.type == "epoch"], "seconds": done.seconds}
     chance = 1 / ds.c
     figs = {}
     for row in rows:

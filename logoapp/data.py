@@ -6,6 +6,7 @@ import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from enum import IntEnum
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,25 @@ from .config import Settings, cache_dir
 from .images import IMAGE_EXTS, ImageError, decode, header
 
 CACHE_VERSION = 2  # bump when decoding or resizing changes the pixels, so caches are rebuilt
-SPLIT_NAMES = {"train": "train", "valid": "valid", "validation": "valid", "val": "valid", "test": "test"}
+
+
+class Split(IntEnum):
+    """The split codes stored in Dataset.split (int8); str() gives the name used everywhere else ('valid')."""
+    TRAIN = 0
+    VALID = 1
+    TEST = 2
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def of(cls, name: str | Split) -> Split:
+        """'train', 'valid' or 'test' (or a Split) -> the Split."""
+        return cls[name.upper()] if isinstance(name, str) else cls(name)
+
+
+SPLIT_FOLDERS = {"train": Split.TRAIN, "valid": Split.VALID, "validation": Split.VALID, "val": Split.VALID,
+                 "test": Split.TEST}  # folder names of a pre-split dataset
 
 
 class DataError(ValueError):
@@ -36,7 +55,7 @@ class Dataset:
     items: list[str]             # file paths, aligned with images and labels
     labels: np.ndarray           # (N,) int64 indices into vocab
     images: np.ndarray           # (N, S, S, C) uint8
-    split: np.ndarray            # (N,) int8: 0 train, 1 valid, 2 test
+    split: np.ndarray            # (N,) int8 Split codes: 0 train, 1 valid, 2 test
     sizes: list[tuple[int, int]]  # original (width, height) per item
     modes: list[str]             # original Pillow mode per item
     bad: list[BadFile] = field(default_factory=list)
@@ -57,23 +76,23 @@ class Dataset:
     def c(self) -> int:
         return len(self.vocab)
 
-    def idx(self, name: str) -> np.ndarray:
+    def idx(self, name: str | Split) -> np.ndarray:
         """Indices of the 'train', 'valid' or 'test' split."""
-        return np.flatnonzero(self.split == {"train": 0, "valid": 1, "test": 2}[name])
+        return np.flatnonzero(self.split == Split.of(name))
 
     def summary(self) -> dict:
         """Counts per class and split, image sizes and modes, bad files: plain data for the CLI and the UI."""
         counts = {}
         for k, name in enumerate(self.vocab):
             m = self.labels == k
-            counts[name] = {"train": int((m & (self.split == 0)).sum()), "valid": int((m & (self.split == 1)).sum()),
-                            "test": int((m & (self.split == 2)).sum()), "total": int(m.sum())}
+            counts[name] = {str(sp): int((m & (self.split == sp)).sum()) for sp in Split}
+            counts[name]["total"] = int(m.sum())
         sizes = Counter(f"{w}x{h}" for w, h in self.sizes)
         return {
             "root": self.root, "n_images": len(self.items), "n_classes": self.c, "vocab": self.vocab,
             "counts": counts, "image_size": self.size, "channels": self.channels,
-            "n_train": int((self.split == 0).sum()), "n_valid": int((self.split == 1).sum()),
-            "n_test": int((self.split == 2).sum()), "presplit": self.presplit,
+            "n_train": int((self.split == Split.TRAIN).sum()), "n_valid": int((self.split == Split.VALID).sum()),
+            "n_test": int((self.split == Split.TEST).sum()), "presplit": self.presplit,
             "sizes": dict(sizes.most_common(20)), "modes": dict(Counter(self.modes).most_common()),
             "bad": [{"path": b.path, "reason": b.reason} for b in self.bad], "notes": self.notes,
             "memory_mb": round(self.images.nbytes / 2**20, 1),
@@ -93,14 +112,14 @@ def _walk(top: Path):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for f in sorted(filenames):
             if not f.startswith("."):
-                yield os.path.join(dirpath, f)  # plain strings: Path objects cost ~30% of re-opening from the cache
+                yield os.path.join(dirpath, f)  # plain strings: Path objects slow re-opening from the cache
 
 
 def _class_files(top: Path, bad: list[BadFile], notes: list[str]) -> dict[str, list[str]]:
     """Class name -> image files under top/<class>/ (any depth); stray and non-image files reported."""
     out = {}
     for d in sorted(top.iterdir(), key=lambda p: p.name):
-        if d.name.startswith("."):
+        if d.name.startswith((".", "_")):  # hidden, or logoapp's own (_excluded/: images a fix set aside)
             continue
         if not d.is_dir():
             if d.suffix.lower() in IMAGE_EXTS:
@@ -123,19 +142,20 @@ def _class_files(top: Path, bad: list[BadFile], notes: list[str]) -> dict[str, l
 
 
 def _layout(root: Path, bad, notes) -> tuple[list[tuple[Path, str, int]], bool]:
-    """(file, class, split) for every candidate image; split 0/1/2 = train/valid/test (-1: split later)."""
-    subs = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    """(file, class, split) for every candidate image; split a Split code (-1: split later)."""
+    subs = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))}
     if "train" in subs and any(k in subs for k in ("valid", "validation", "val", "test")):
         has_valid = any(k in subs for k in ("valid", "validation", "val"))
         rows = []
         for key, p in sorted(subs.items()):
-            kind = SPLIT_NAMES.get(key)
-            if kind is None:
+            split = SPLIT_FOLDERS.get(key)
+            if split is None:
                 notes.append(f"folder '{p.name}' is not train/valid/test and was left out")
                 continue
-            split = {"train": 0, "valid": 1, "test": 2 if has_valid else 1}[kind]
+            if split == Split.TEST and not has_valid:  # test/ without valid/: it is the validation split
+                split = Split.VALID
             for cls, files in _class_files(p, bad, notes).items():
-                rows += [(f, cls, split) for f in files]
+                rows += [(f, cls, int(split)) for f in files]
         bad += [BadFile(str(f), "image is not inside a class folder") for f in sorted(root.iterdir())
                 if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_EXTS]
         return rows, True
@@ -146,13 +166,13 @@ def _layout(root: Path, bad, notes) -> tuple[list[tuple[Path, str, int]], bool]:
 def split_indices(labels: np.ndarray, valid_pct: float, seed: int) -> np.ndarray:
     """Stratified, deterministic split: per class, round(n * valid_pct) items (at least one when n >= 2) go to valid."""
     rng = np.random.default_rng(seed)
-    split = np.zeros(len(labels), np.int8)
+    split = np.full(len(labels), Split.TRAIN, np.int8)
     for k in np.unique(labels):
         idx = np.flatnonzero(labels == k)
         n_valid = int(round(len(idx) * valid_pct))
         if len(idx) >= 2 and valid_pct > 0:
             n_valid = min(max(1, n_valid), len(idx) - 1)
-        split[rng.permutation(idx)[:n_valid]] = 1
+        split[rng.permutation(idx)[:n_valid]] = Split.VALID
     return split
 
 
@@ -302,7 +322,8 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
     bad.sort(key=lambda b: b.path)
     vocab = sorted(set(classes))
     if not vocab:
-        raise DataError(f"no readable images in {root} ({len(bad)} files skipped, first: {bad[0].path}: {bad[0].reason})"
+        raise DataError(f"no readable images in {root} ({len(bad)} files skipped, first: {bad[0].path}: "
+                        f"{bad[0].reason})"
                         if bad else f"no readable images in {root}")
     if len(vocab) < 2:
         raise DataError(f"found only one class ('{vocab[0]}') in {root}: a classifier needs at least two class folders")
@@ -310,7 +331,7 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
     labels = np.array([lookup[c] for c in classes], np.int64)
     if presplit:
         split = np.array(splits, np.int8)
-        if not (split == 0).any() or not (split == 1).any():
+        if not (split == Split.TRAIN).any() or not (split == Split.VALID).any():
             raise DataError(f"{root} has train/valid folders but one of them holds no readable images")
     else:
         split = split_indices(labels, valid_pct, seed)
@@ -321,10 +342,12 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
     return Dataset(str(root), vocab, items, labels, images, split, sizes, modes, bad, notes, presplit, seed, valid_pct)
 
 
-def embedded(size: int | None = None, valid_pct: float | None = None, seed: int | None = None, progress=None) -> Dataset:
+def embedded(size: int | None = None, valid_pct: float | None = None, seed: int | None = None,
+             progress=None) -> Dataset:
     """The built-in crest set, generated once into the cache folder, opened like any folder."""
     from .synth import default_dataset
-    return open_dataset(default_dataset(progress=progress), size=size, valid_pct=valid_pct, seed=seed, progress=progress)
+    return open_dataset(default_dataset(progress=progress), size=size, valid_pct=valid_pct, seed=seed,
+                        progress=progress)
 
 
 def resolve(data, **kw) -> Dataset:

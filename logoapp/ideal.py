@@ -5,6 +5,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .evaluate import Evaluation, split_idx
+
 DISTANCES = ("l1", "rmse")
 CHUNK = 512          # images per block when summing class means
 BLOCK = 2 ** 20      # floats per broadcast difference block (4 MB): stays in cache, bounds memory for any class count
@@ -74,27 +76,18 @@ def predict_idx(model: PixelSimilarity, images: np.ndarray) -> tuple[torch.Tenso
     return d.argmin(1), d
 
 
-def per_class_accuracy(preds: np.ndarray, targs: np.ndarray, vocab: list[str]) -> dict[str, float]:
-    """label -> fraction of that class's items predicted correctly (NaN-free: classes without items are left out)."""
-    out = {}
-    for k, name in enumerate(vocab):
-        m = targs == k
-        if m.any():
-            out[name] = float((preds[m] == k).mean())
-    return out
-
-
 def baseline(ds, kind: str = "l1", split: str = "valid") -> dict:
-    """Fit on train, score on valid: overall and per-class accuracy, plus the distances for plots."""
+    """Fit on train, score on a split (valid, else test): its Evaluation, plus the distances of the same images
+    to each ideal (for the histograms)."""
     model = fit(ds, kind)
-    idx = ds.idx(split)
-    preds, dists = predict_idx(model, ds.images[idx])
-    preds, targs = preds.numpy(), ds.labels[idx]
+    idx = split_idx(ds, split)
+    _, dists = predict_idx(model, ds.images[idx])
+    probs = torch.softmax(-dists / model.temperature, 1)  # what the model itself outputs, without a second pass
+    ev = Evaluation(ds.vocab, probs.numpy(), ds.labels[idx], idx, ds.items, split)
     return {
-        "distance": kind, "accuracy": float((preds == targs).mean()) if len(idx) else float("nan"),
-        "per_class": per_class_accuracy(preds, targs, ds.vocab), "n_train": int(len(ds.idx("train"))),
-        "n_valid": int(len(idx)), "vocab": ds.vocab, "preds": preds, "targs": targs, "distances": dists.numpy(),
-        "model": model,
+        "distance": kind, "accuracy": ev.accuracy, "per_class": ev.per_class, "n_train": int(len(ds.idx("train"))),
+        "n_valid": ev.n, "vocab": ds.vocab, "preds": ev.preds, "targs": ev.targs, "distances": dists.numpy(),
+        "model": model, "evaluation": ev,
     }
 
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import sys
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,10 +13,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm"}
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm",
+              ".pbm"}
 MAX_PIXELS = 60_000_000      # ~ a 7700x7700 photo; larger files are refused before they are decoded
 MAX_BYTES = 64 * 1024 * 1024  # no crest or photo needs more; keeps a hostile upload from filling memory
 ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+LARGE_PIXELS = 16_000_000    # images above this are decoded one at a time per process and reduced right after loading
+LARGE_DECODES = threading.BoundedSemaphore(1)
+# the first bytes of every format IMAGE_EXTS names: PNG, JPEG, GIF, BMP, WebP (RIFF), TIFF, PBM/PGM/PPM/PAM
+MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"RIFF", b"II*\x00", b"MM\x00*",
+         b"P1", b"P2", b"P3", b"P4", b"P5", b"P6", b"P7")
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -45,6 +53,22 @@ def _sniff(head: bytes) -> str | None:
     if h and all(32 <= c < 127 or c in (9, 10, 13) for c in h[:64]):
         return "a text file, not an image"
     return None
+
+
+def looks_like_image(head: bytes) -> bool:
+    """Whether a file's first bytes are those of an image format logoapp reads (checked before writing an upload)."""
+    if head.startswith(b"RIFF"):
+        return head[8:12] == b"WEBP"
+    return head.startswith(MAGIC)
+
+
+def plain(e: BaseException) -> str:
+    """An exception's message without the server details some libraries put in it: object addresses, file paths,
+    links (with version numbers)."""
+    msg = re.sub(r"<[^<>]*\bat 0x[0-9a-fA-F]+>", "the file", str(e) or type(e).__name__)
+    msg = re.sub(r"https?://\S+", "", msg)
+    msg = re.sub(r"(?<![\w.])/(?:[\w.+-]+/)+[\w.+-]*", "(path)", msg)
+    return re.sub(r"\s+", " ", msg).strip(" ;,(") or type(e).__name__
 
 
 def _has_alpha(img: Image.Image) -> bool:
@@ -84,7 +108,7 @@ def _open(src) -> Image.Image:
             raise ImageError("not an image, or an unsupported image format") from None
         raise ImageError("image too large (decompression-bomb limit)") from None
     except Exception as e:  # Pillow plugins raise many kinds of errors on hostile bytes
-        raise ImageError(f"unreadable image: {e}") from None
+        raise ImageError(f"unreadable image: {plain(e)}") from None
     w, h = img.size
     if w * h > MAX_PIXELS:
         raise ImageError(f"image too large: {w}x{h} pixels (limit {MAX_PIXELS // 1_000_000} megapixels)")
@@ -139,7 +163,7 @@ def decode(src, size: int, channels: int = 4, info: dict | None = None, out: np.
             img.draft("RGB", (size * 2, size * 2))  # decode big JPEGs at reduced scale: much faster, same result
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # EXIF and palette warnings are not the user's problem
-            img.load()
+            img = _load(img, size)
             if img is src:  # the caller's own image: never turned in place
                 img = ImageOps.exif_transpose(img)
             else:  # in place: no copy when there is nothing to turn
@@ -148,16 +172,33 @@ def decode(src, size: int, channels: int = 4, info: dict | None = None, out: np.
     except ImageError:
         raise
     except Exception as e:
-        msg = str(e) or type(e).__name__
+        msg = plain(e)
         if "truncated" in msg or isinstance(e, (OSError, SyntaxError, EOFError)):
             raise ImageError(f"truncated or corrupt image ({msg})") from None
         raise ImageError(f"cannot decode image ({msg})") from None
     return to_channels(resize(np.asarray(img), size), channels, out)
 
 
+def _load(img: Image.Image, size: int) -> Image.Image:
+    """Load the pixels; a large image is loaded while holding LARGE_DECODES (so a few big uploads at once cannot
+    each take a gigabyte) and reduced by a whole factor to at least twice `size` before anything else copies it."""
+    if img.width * img.height <= LARGE_PIXELS:
+        img.load()
+        return img
+    with LARGE_DECODES:
+        img.load()
+        factor = min(img.width, img.height) // (2 * size)
+        if factor < 2:
+            return img
+        img = normalise_mode(img)  # RGB or RGBA: modes reduce() takes
+        if img.mode == "RGBA":  # premultiplied, so transparent pixels add no colour to the edges
+            return img.convert("RGBa").reduce(factor).convert("RGBA")
+        return img.reduce(factor)
+
+
 def resize(a: np.ndarray, size: int) -> np.ndarray:
     """(H, W, 3|4) uint8 -> (size, size, C) uint8: squished, antialiased bilinear (Pillow's BILINEAR filter, run
-    by torch's SIMD uint8 kernel: 1.7-4x faster than Pillow's resize, by mode and transparency). RGBA is
+    by torch's SIMD uint8 kernel, faster than Pillow's resize: README, Performance). RGBA is
     resized premultiplied, so the colour of transparent pixels does not bleed into the edges, then
     un-premultiplied."""
     if a.shape[:2] == (size, size):
@@ -231,8 +272,9 @@ def to_channels(a: np.ndarray, channels: int, out: np.ndarray | None = None) -> 
     return out
 
 
+
 def composite(a: np.ndarray, background=(255, 255, 255)) -> np.ndarray:
-    """RGBA uint8 -> RGB uint8 over a background colour, for display."""
+    """RGBA uint8 -> RGB uint8 over a background colour, for display (heatmap overlays)."""
     if a.shape[-1] == 3:
         return a
     alpha = a[..., 3:4].astype(np.float32) / 255

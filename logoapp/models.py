@@ -1,9 +1,14 @@
-"""The model ladder by name. Every model takes uint8 (N, H, W, C) batches: the same input everywhere."""
+"""The model ladder as one registry of rungs. Every model takes uint8 (N, H, W, C) batches: the same input everywhere.
+
+Adding a rung is one `register(Rung(...))` and its builder; training, evaluation, saving, loading, prediction, the
+CLI and the app read everything else about it from the record."""
 from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -12,29 +17,62 @@ from torch import nn
 
 from .config import models_dir
 
-# name -> one line for the UI and --help
-DESCRIPTIONS = {
-    "pixel": "pixel similarity: nearest class-mean ('ideal') image, no training",
-    "linear": "linear: one weight per pixel and class on the flattened image (the book's first learner)",
-    "mlp": "small neural net: linear - ReLU - linear, the book's simple net",
-    "cnn": "small CNN: batch-normed conv blocks and global pooling, fast on a CPU (the default)",
-    "resnet18": "fastai ResNet-18 (ImageNet weights when on disk, else random init)",
-    "resnet34": "fastai ResNet-34 (ImageNet weights when on disk, else random init)",
-}
-NAMES = list(DESCRIPTIONS)
-TRAINABLE = [n for n in NAMES if n != "pixel"]
-
-# sensible defaults per model: input size (None = the data's size), epochs, learning rate, augmentation
-DEFAULTS = {
-    "linear":   dict(size=None, epochs=6, lr=1e-3, aug=False),
-    "mlp":      dict(size=None, epochs=6, lr=1e-3, aug=False),
-    "cnn":      dict(size=64, epochs=5, lr=5e-3, aug=True),
-    "resnet18": dict(size=64, epochs=4, lr=2e-3, aug=True),
-    "resnet34": dict(size=64, epochs=4, lr=2e-3, aug=True),
-}
-
-RESNET_WEIGHTS = {"resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth"}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Rung:
+    """One model of the ladder and everything the rest of logoapp needs to know about it."""
+    name: str                    # the value of --model, the Train tab's choice and model.json's "arch"
+    description: str             # one line for the app and --help
+    builder: Callable | None     # (channels, n_out, size, weights: Path | None) -> body; None: not trained (pixel)
+    epochs: int = 5              # defaults for a run (TrainConfig fills them in)
+    lr: float = 1e-3
+    size: int | None = None      # input size; None: the data's own size (default_size never upsamples)
+    augment: bool = False        # augmentation on by default (image models) or off (flat-vector models)
+    channels_last: bool = False  # convolutional: channels-last memory is faster on CPU and GPU
+    groups: Callable | None = None  # Net -> parameter groups (body, head), so fine_tune can freeze the body
+    weights: str | None = None   # ImageNet weights file it can start from, when already on disk (never downloaded)
+
+    @property
+    def trainable(self) -> bool:
+        return self.builder is not None
+
+
+RUNGS: dict[str, Rung] = {}
+DEFAULT_MODEL = "cnn"            # the rung the app, the CLI and TrainConfig start from
+
+
+def register(rung: Rung) -> Rung:
+    """Add (or replace) a rung; it is offered everywhere from then on."""
+    RUNGS[rung.name] = rung
+    return rung
+
+
+def unregister(name: str) -> None:
+    RUNGS.pop(name, None)
+
+
+def get(name: str) -> Rung:
+    """The rung by name; a ValueError naming the choices for an unknown one."""
+    if name not in RUNGS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(trainable())}")
+    return RUNGS[name]
+
+
+def names() -> list[str]:
+    """Every rung, simplest first (the pixel baseline included)."""
+    return list(RUNGS)
+
+
+def trainable() -> list[str]:
+    """The rungs that can be trained, simplest first."""
+    return [n for n, r in RUNGS.items() if r.trainable]
+
+
+def describe(name: str) -> str:
+    """A rung's one-line description (the name itself for an architecture this logoapp does not know)."""
+    return RUNGS[name].description if name in RUNGS else name
 
 
 class Prep(nn.Module):
@@ -68,18 +106,18 @@ class Augment(nn.Module):
     def __init__(self, rotate: float = 180.0, flip: bool = True, zoom: float = 0.15, shear: float = 0.1,
                  lighting: float = 0.2, enabled: bool = True):
         super().__init__()
-        self.rotate, self.flip, self.zoom, self.shear, self.lighting, self.enabled = rotate, flip, zoom, shear, lighting, enabled
-
-    def settings(self) -> dict:
-        return dict(rotate=self.rotate, flip=self.flip, zoom=self.zoom, shear=self.shear, lighting=self.lighting,
-                    enabled=self.enabled)
+        self.rotate, self.flip, self.zoom, self.shear = rotate, flip, zoom, shear
+        self.lighting, self.enabled = lighting, enabled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: float (N, C, H, W) in [0, 1]."""
         if not (self.training and self.enabled):
             return x
         n, dev = x.shape[0], x.device
-        u = lambda lo, hi: torch.empty(n, device=dev).uniform_(lo, hi)
+
+        def u(lo, hi):
+            return torch.empty(n, device=dev).uniform_(lo, hi)
+
         a = u(-1, 1) * math.radians(self.rotate)
         s = torch.exp(u(-1, 1) * math.log(1 + self.zoom))
         sh = u(-self.shear, self.shear)
@@ -110,6 +148,18 @@ class Net(nn.Module):
         return self.body(self.prep.norm(self.aug(self.prep.resize(x))))
 
 
+# ---------------------------------------------------------------------------------------------- builders
+
+def linear(channels: int, n_out: int, size: int, weights=None) -> nn.Module:
+    """One weight per pixel, channel and class on the flattened image."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(channels * size * size, n_out))
+
+
+def mlp(channels: int, n_out: int, size: int, weights=None) -> nn.Module:
+    """linear - ReLU - linear."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(channels * size * size, 64), nn.ReLU(), nn.Linear(64, n_out))
+
+
 def conv_block(ni: int, nf: int, stride: int = 2) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(ni, nf, 3, stride, 1, bias=False), nn.BatchNorm2d(nf), nn.ReLU(inplace=True))
 
@@ -122,12 +172,14 @@ def small_cnn(n_in: int, n_out: int) -> nn.Sequential:
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(256, n_out))
 
 
-def find_resnet_weights(name: str, folder: str | Path | None = None) -> Path | None:
-    """ImageNet weights for a ResNet if they are already on disk (torch's cache or the models folder)."""
-    fname = RESNET_WEIGHTS[name]
-    places = [Path(torch.hub.get_dir()) / "checkpoints" / fname, Path(folder or models_dir()) / "pretrained" / fname,
-              Path(folder or models_dir()) / fname]
-    return next((p for p in places if p.is_file()), None)
+def cnn(channels: int, n_out: int, size: int, weights=None) -> nn.Module:
+    return small_cnn(channels, n_out)
+
+
+def find_weights(fname: str, folder: str | Path | None = None) -> Path | None:
+    """Pretrained weights if they are already on disk (torch's cache or the models folder)."""
+    from .weights import find
+    return find(fname, folder)
 
 
 def resnet_body(name: str, n_in: int, n_out: int, weights: Path | None) -> nn.Module:
@@ -144,33 +196,58 @@ def resnet_body(name: str, n_in: int, n_out: int, weights: Path | None) -> nn.Mo
     return create_vision_model(arch, n_out, pretrained=weights is not None, cut=-2, n_in=n_in)
 
 
+def resnet(name: str) -> Callable:
+    """The builder of a torchvision ResNet (resnet18, resnet34...) as fastai makes it."""
+    def build_resnet(channels: int, n_out: int, size: int, weights: Path | None = None) -> nn.Module:
+        return resnet_body(name, channels, n_out, weights)
+    return build_resnet
+
+
+def body_and_head(net: Net) -> list[list[nn.Parameter]]:
+    """A fastai vision model's two parameter groups."""
+    return [list(net.body[0].parameters()), list(net.body[1].parameters())]
+
+
+# ---------------------------------------------------------------------------------------------- the ladder
+
+register(Rung("pixel", "pixel similarity: nearest class-mean ('ideal') image, no training", None))
+register(Rung("linear", "linear: one weight per pixel and class on the flattened image (the book's first learner)",
+              linear, epochs=6, lr=1e-3))
+register(Rung("mlp", "small neural net: linear - ReLU - linear, the book's simple net", mlp, epochs=6, lr=1e-3))
+register(Rung("cnn", "small CNN: batch-normed conv blocks and global pooling, fast on a CPU (the default)", cnn,
+              epochs=5, lr=5e-3, size=64, augment=True, channels_last=True))
+register(Rung("resnet18", "fastai ResNet-18 (ImageNet weights when on disk, else random init)", resnet("resnet18"),
+              epochs=4, lr=2e-3, size=64, augment=True, channels_last=True, groups=body_and_head,
+              weights="resnet18-f37072fd.pth"))
+register(Rung("resnet34", "fastai ResNet-34 (ImageNet weights when on disk, else random init)", resnet("resnet34"),
+              epochs=4, lr=2e-3, size=64, augment=True, channels_last=True, groups=body_and_head,
+              weights="resnet34-b627a593.pth"))
+
+
+# ---------------------------------------------------------------------------------------------- building
+
 def default_size(name: str, data_size: int) -> int:
     """The input size a model gets when none is asked for: its default, but never above the data's own size
     (a cnn on 32 px photos sees 32 px, not an upsampled 64)."""
-    return min(DEFAULTS[name]["size"] or data_size, data_size)
+    return min(get(name).size or data_size, data_size)
 
 
 def build(name: str, channels: int, n_out: int, data_size: int, size: int | None = None, mean=None, std=None,
           aug: dict | None = None, pretrained: bool = True, folder=None) -> tuple[nn.Module, dict]:
     """A fresh model by name and what was decided while building it (input size, weights used)."""
-    if name not in TRAINABLE:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(TRAINABLE)}")
+    rung = get(name)
+    if not rung.trainable:
+        raise ValueError(f"{name!r} is not trained; choose one of {', '.join(trainable())}")
     size = size or default_size(name, data_size)
     info = {"arch": name, "size": size, "pretrained": False, "weights_note": ""}
-    n_feat = channels * size * size
-    if name == "linear":
-        body = nn.Sequential(nn.Flatten(), nn.Linear(n_feat, n_out))
-    elif name == "mlp":
-        body = nn.Sequential(nn.Flatten(), nn.Linear(n_feat, 64), nn.ReLU(), nn.Linear(64, n_out))
-    elif name == "cnn":
-        body = small_cnn(channels, n_out)
-    else:
-        weights = find_resnet_weights(name, folder) if pretrained else None
-        body = resnet_body(name, channels, n_out, weights)
+    weights = find_weights(rung.weights, folder) if rung.weights and pretrained else None
+    body = rung.builder(channels, n_out, size, weights)
+    if rung.weights:
         info["pretrained"] = weights is not None
         info["weights_note"] = (f"ImageNet weights from {weights}" if weights else
-                                f"no ImageNet weights on disk ({RESNET_WEIGHTS[name]} in {Path(torch.hub.get_dir()) / 'checkpoints'} "
-                                f"or {Path(folder or models_dir()) / 'pretrained'}): random init")
+                                f"no ImageNet weights on disk ({rung.weights} in "
+                                f"{Path(torch.hub.get_dir()) / 'checkpoints'} or "
+                                f"{Path(folder or models_dir()) / 'pretrained'}): random init")
         if weights is not None and mean is None:
             mean, std = list(IMAGENET_MEAN) + [0.5] * (channels - 3), list(IMAGENET_STD) + [0.5] * (channels - 3)
     augment = Augment(**(aug or {"enabled": False}))
@@ -195,7 +272,8 @@ def n_params(model: nn.Module) -> int:
 
 def default_aug(channels: int, enabled: bool = True) -> dict:
     """Crests and logos (with alpha) turn up at any angle; photos rarely do."""
-    return dict(rotate=180.0 if channels == 4 else 15.0, flip=True, zoom=0.15, shear=0.1, lighting=0.2, enabled=enabled)
+    return dict(rotate=180.0 if channels == 4 else 15.0, flip=True, zoom=0.15, shear=0.1, lighting=0.2,
+                enabled=enabled)
 
 
 def device() -> torch.device:

@@ -1,7 +1,7 @@
 """Per-file work over many files, in forked worker processes that write straight into a shared array.
 
-Pillow's decoders drop and retake the GIL many times per image, so two decoding threads reach only ~1.4x one
-thread on 2 cores, where two processes reach ~1.9x. Workers are forked (Linux): they inherit the job and the
+Pillow's decoders drop and retake the GIL many times per image, so decoding threads gain much less from a second
+core than processes do (README, Performance). Workers are forked (Linux): they inherit the job and the
 output array, which lives in an anonymous shared mapping, write their rows in place and send back only a small
 record per file. If a worker dies, what it left is retried one file at a time in a fresh worker, so the file
 that killed it is found and reported rather than retried in the caller's process. With one core, few files, no
@@ -135,10 +135,10 @@ def _isolate(left: np.ndarray, finished, crashed) -> None:
     while k < len(left):
         try:
             with _pool(1) as ex:
-                for k in range(k, len(left)):
+                while k < len(left):
                     i = int(left[k])
                     finished(i, ex.submit(_run, i, i + 1).result())
-                k = len(left)
+                    k += 1
         except BrokenProcessPool:
             i = int(left[k])
             finished(i, [crashed(i)])

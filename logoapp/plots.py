@@ -160,10 +160,12 @@ def pixel_patch(patch: np.ndarray, x0: int = 0, y0: int = 0):
 
 # ---------------------------------------------------------------------------------------------- ideal
 
-def ideal_grid(means: np.ndarray, vocab: list[str], grey: np.ndarray | None = None, background: str = "checker") -> Figure:
+def ideal_grid(means: np.ndarray, vocab: list[str], grey: np.ndarray | None = None,
+               background: str = "checker") -> Figure:
     """One column per class: the mean ('ideal') image composited, its alpha channel, and the grey channel-average."""
     k, c = means.shape[:2]
-    rows = [("ideal image", "rgb")] + ([("alpha (opacity)", "alpha")] if c == 4 else []) + ([("grey average", "grey")] if grey is not None else [])
+    rows = ([("ideal image", "rgb")] + ([("alpha (opacity)", "alpha")] if c == 4 else [])
+            + ([("grey average", "grey")] if grey is not None else []))
     cols = min(k, 10)
     blocks = math.ceil(k / cols)
     fig = _fig(cols * 1.35 + 0.9, blocks * len(rows) * 1.45 + 0.2)
@@ -218,14 +220,27 @@ def distance_hist(dists: np.ndarray, targs: np.ndarray, vocab: list[str], kind: 
     return fig
 
 
-def per_class_table(per_class: dict[str, float], counts: dict[str, int] | None = None) -> pd.DataFrame:
+def per_class_table(per_class: dict[str, float], counts: dict[str, int] | None = None,
+                    prf: dict[str, dict] | None = None) -> pd.DataFrame:
+    """Accuracy per class; with prf ({"precision", "recall", "f1", "support"}: class -> value) those columns too."""
     rows = [(name, round(acc * 100, 1), (counts or {}).get(name, "")) for name, acc in per_class.items()]
-    return pd.DataFrame(rows, columns=["class", "accuracy %", "validation images"])
+    df = pd.DataFrame(rows, columns=["class", "accuracy %", "validation images"])
+    if prf:
+        for key, col in (("precision", "precision %"), ("recall", "recall %"), ("f1", "F1 %")):
+            df[col] = [_pct(prf[key].get(c)) for c in df["class"]]
+        df["support"] = [prf["support"].get(c, "") for c in df["class"]]
+        df = df.drop(columns="validation images")
+    return df
+
+
+def _pct(v) -> float | None:
+    return round(100 * float(v), 1) if isinstance(v, (int, float)) and math.isfinite(v) else None
 
 
 # ---------------------------------------------------------------------------------------------- training
 
-def loss_curves(batches: list[tuple[float, float]], epochs: list[tuple[float, float]], n_epoch: int | None = None) -> Figure:
+def loss_curves(batches: list[tuple[float, float]], epochs: list[tuple[float, float]],
+                n_epoch: int | None = None) -> Figure:
     """Smoothed training loss and validation loss per epoch, against (fractional) epochs."""
     fig = _fig(5.6, 3.2)
     ax = fig.add_subplot()
@@ -247,7 +262,8 @@ def loss_curves(batches: list[tuple[float, float]], epochs: list[tuple[float, fl
     return fig
 
 
-def accuracy_curve(batches: list[tuple[float, float]], epochs: list[tuple[float, float]], n_epoch: int | None = None) -> Figure:
+def accuracy_curve(batches: list[tuple[float, float]], epochs: list[tuple[float, float]],
+                   n_epoch: int | None = None) -> Figure:
     """Smoothed training accuracy and validation accuracy per epoch."""
     fig = _fig(5.6, 3.2)
     ax = fig.add_subplot()
@@ -333,7 +349,8 @@ def most_confused_table(pairs: list[tuple[str, str, int]]) -> pd.DataFrame:
 
 
 def linear_weights(weights: np.ndarray, vocab: list[str]) -> Figure:
-    """A linear model's weights, one (H, W) image per class (averaged over channels): red pixels vote for it, blue against."""
+    """A linear model's weights, one (H, W) image per class (averaged over channels): red pixels vote for it, blue
+    against."""
     k = len(vocab)
     cols = min(5, k)
     rows = math.ceil(k / cols)
@@ -351,4 +368,29 @@ def linear_weights(weights: np.ndarray, vocab: list[str]) -> Figure:
         axes.append(ax)
     fig.colorbar(im, ax=axes, shrink=0.8, label="weight (red: evidence for the class)")
     fig.suptitle("Linear model: one weight image per class (mean over channels)", fontsize=11)
+    return fig
+
+
+def reliability(rep: dict) -> Figure:
+    """calibrate.report's reliability data, before and after temperature scaling: per confidence bin, a bar of the
+    accuracy against the diagonal a perfectly calibrated model would follow."""
+    fig = _fig(7.6, 3.5)
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, key in zip(axes, ("before", "after")):
+        r = rep[key]["reliability"]
+        lo, width = np.array(r["edges"][:-1]), np.diff(r["edges"])
+        acc = [a if a is not None else 0.0 for a in r["accuracy"]]
+        ax.plot([0, 1], [0, 1], "--", color="#6b7280", lw=1, label="perfectly calibrated")
+        ax.bar(lo, acc, width, align="edge", color=TRAIN_C if key == "before" else ACC_C, alpha=0.8,
+               edgecolor="white", label="accuracy")
+        conf = [(m, c) for m, c in zip(r["confidence"], r["count"]) if m is not None]
+        ax.scatter([m for m, _ in conf], [0.02] * len(conf), marker="|", color="#111827", s=60,
+                   label="mean confidence")
+        t = "T = 1" if key == "before" else f"T = {rep['temperature']:.2f}"
+        _style(ax, f"{key} scaling ({t}): ECE {rep[key]['ece']:.1%}", "confidence", "accuracy" if key == "before"
+               else None)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(f"Reliability diagram ({rep['n']:,} validation images)", fontsize=11)
     return fig

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from . import store
+from . import ood, store
+from .calibrate import check_temperature
 from .config import Settings
 from .images import ImageError, decode, to_channels
 from .models import Net
@@ -21,8 +22,8 @@ from .models import Net
 def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
     """A copy for inference only, same outputs to float rounding (~1e-7): each batch-norm that directly follows a
     convolution folded into it, channels-last weights when there are convolutions, and a Net run as a flat list of
-    tensor functions (FlatNet). On a 2-core CPU the default cnn runs one image in ~0.7x the time, a batch of 64 in
-    ~0.9x. The copy shares nothing with the model it came from; build it after moving the model to its device."""
+    tensor functions (FlatNet): faster than the model itself, most of all for one image (README, Performance).
+    The copy shares nothing with the model it came from; build it after moving the model to its device."""
     m = copy.deepcopy(model).eval()
     if any(isinstance(c, torch.nn.Conv2d) for c in m.modules()):
         for seq in [s for s in m.modules() if isinstance(s, torch.nn.Sequential)]:
@@ -37,9 +38,9 @@ def inference_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 class FlatNet(torch.nn.Module):
     """A Net in eval mode as one loop over plain tensor functions: nested Sequentials flattened, Identity and
-    Dropout dropped, convolutions, ReLUs, pooling, flatten and linear layers called as torch functions. Each
-    module call costs a few microseconds of Python; the small CNN makes ~30 of them, about a sixth of its
-    single-image time on a CPU. Layers of other kinds (a ResNet's blocks) are called as modules; same maths."""
+    Dropout dropped, convolutions, ReLUs, pooling, flatten and linear layers called as torch functions: each
+    module call costs Python overhead, and the small CNN makes about 30 of them. Layers of other kinds (a ResNet's
+    blocks) are called as modules; same maths."""
 
     def __init__(self, net: Net):
         super().__init__()
@@ -82,17 +83,24 @@ def _flat(module: torch.nn.Module) -> list:
 class Predictor:
     """A loaded model ready for single images and batches."""
 
-    def __init__(self, model: torch.nn.Module, meta: dict, device=None):
+    def __init__(self, model: torch.nn.Module, meta: dict, device=None, extra: dict | None = None):
+        """extra: the tensors stored beside the weights (store.load(..., with_extra=True)), for the unknown test."""
         self.model, self.meta = model.eval(), meta
         self.vocab, self.size, self.channels = meta["vocab"], meta["data_size"], meta["channels"]
         self.device = torch.device(device or "cpu")
         self.model.to(self.device)
         self.fast = inference_copy(self.model)  # what probs() runs; self.model stays as loaded
+        # calibration and the unknown-input test; models saved without them keep T = 1 and never answer unknown
+        self.temperature = check_temperature(meta.get("temperature", 1.0))
+        self.unknown = ood.Detector.from_meta(meta, extra, self.device)
 
     @classmethod
     def load(cls, folder: str | Path, device=None) -> "Predictor":
-        model, meta = store.load(folder)
-        return cls(model, meta, device)
+        model, meta, extra = store.load(folder, with_extra=True)
+        try:
+            return cls(model, meta, device, extra)
+        except ValueError as e:  # a model.json whose unknown-input entry does not match its stored features
+            raise store.ModelError(f"{folder}: {e}") from None
 
     def prepare(self, src) -> np.ndarray:
         """A path, bytes, PIL image or array -> (size, size, channels) uint8, exactly as in training."""
@@ -112,13 +120,38 @@ class Predictor:
     def probs(self, xb: np.ndarray) -> np.ndarray:
         """(N, size, size, channels) uint8 -> (N, K) probabilities."""
         x = torch.from_numpy(np.ascontiguousarray(xb)).to(self.device)
-        return F.softmax(self.fast(x).float(), 1).cpu().numpy()
+        z = self.fast(x).float()
+        return F.softmax(z if self.temperature == 1.0 else z / self.temperature, 1).cpu().numpy()
 
-    def predict(self, src, top: int | None = None) -> dict[str, float]:
-        """{label: probability}, most likely first."""
+    @torch.inference_mode()
+    def probs_unknown(self, xb: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(N, K) probabilities and (N,) unknown-input scores from one forward pass (scores None without a test)."""
+        if self.unknown is None:
+            return self.probs(xb), None
+        x = torch.from_numpy(np.ascontiguousarray(xb)).to(self.device)
+        z, feats = ood.forward(self.fast, x, self.unknown.needs_features)
+        z = z.float()
+        p = F.softmax(z if self.temperature == 1.0 else z / self.temperature, 1)
+        return p.cpu().numpy(), self.unknown.score(z, feats).cpu().numpy()
+
+    def predict(self, src, top: int | None = None, with_unknown: bool = False) -> dict:
+        """{label: probability}, most likely first. with_unknown: {"probs": that dict, "label": the top class,
+        "unknown": whether the image lies too far from the training data, "score": how far (None without a test),
+        "threshold"}; models saved without an unknown-input test never answer unknown."""
+        if with_unknown:
+            p, s = self.probs_unknown(self.prepare(src)[None])
+            return self._with_unknown(p[0], None if s is None else s[0], top)
         p = self.probs(self.prepare(src)[None])[0]
         order = np.argsort(-p)[:top]
         return {self.vocab[i]: float(p[i]) for i in order}
+
+    def _with_unknown(self, p: np.ndarray, score, top: int | None) -> dict:
+        order = np.argsort(-p)[:top]
+        thr = self.unknown.threshold if self.unknown is not None and np.isfinite(self.unknown.threshold) else None
+        score = None if score is None else float(score)
+        unknown = bool(score is not None and thr is not None and score > thr)
+        return {"probs": {self.vocab[i]: float(p[i]) for i in order}, "label": self.vocab[order[0]],
+                "unknown": unknown, "score": score, "threshold": thr}
 
     def _prepare_one(self, src) -> np.ndarray | str:
         try:
@@ -144,21 +177,28 @@ class Predictor:
                 xs.append(r)
         return ok, xs, errors
 
-    def predict_many(self, srcs, bs: int = 64, top: int | None = None) -> list[dict]:
+    def predict_many(self, srcs, bs: int = 64, top: int | None = None, with_unknown: bool = False) -> list[dict]:
         """[{path, label, probs}] or [{path, error}] per input; one bad file never stops the rest.
-        Decodes and predicts one batch at a time, so only one batch of images is ever held in memory."""
+        Decodes and predicts one batch at a time, so only one batch of images is ever held in memory.
+        with_unknown adds "unknown" and "score" to each row (as predict(..., with_unknown=True))."""
         srcs, out = list(srcs), []
         workers = min(Settings().workers, len(srcs))
         with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
             for run in (srcs[i:i + bs] for i in range(0, len(srcs), bs)):
-                out += self._predict_run(run, pool, top)
+                out += self._predict_run(run, pool, top, with_unknown)
         return out
 
-    def _predict_run(self, run: list, pool, top: int | None) -> list[dict]:
+    def _predict_run(self, run: list, pool, top: int | None, with_unknown: bool = False) -> list[dict]:
         ok, xs, errors = self._prepare_run(run, pool)
         rows = [{"path": str(s) if not isinstance(s, (Image.Image, np.ndarray)) else None} for s in run]
         for j, msg in errors.items():
             rows[j] = {"path": str(run[j]), "error": msg}
+        if with_unknown:
+            probs, scores = self.probs_unknown(np.stack(xs)) if xs else ([], None)
+            for n, (j, p) in enumerate(zip(ok, probs)):
+                r = self._with_unknown(p, None if scores is None else scores[n], top)
+                rows[j].update(label=r["label"], probs=r["probs"], unknown=r["unknown"], score=r["score"])
+            return rows
         for j, p in zip(ok, self.probs(np.stack(xs)) if xs else []):
             order = np.argsort(-p)[:top]
             rows[j].update(label=self.vocab[order[0]], probs={self.vocab[i]: float(p[i]) for i in order})

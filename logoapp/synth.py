@@ -42,9 +42,11 @@ CLUBS: list[Club] = [
     Club("millbrook-city", "roundel", ((20, 30, 60), WHITE), (110, 175, 230), "ball", WHITE, "MC", (20, 30, 60)),
     Club("hollowmere-town", "square", ((20, 20, 20),), (245, 200, 20), "stripes", (20, 20, 20), "HT", (245, 200, 20)),
     Club("westcliff-wanderers", "shield", ((240, 240, 240),), (20, 120, 60), "cross", WHITE, "WW", GOLD),
-    Club("thornbury-albion", "roundel", ((15, 25, 70), WHITE, (15, 25, 70)), WHITE, "chevron", (15, 25, 70), "TA", (15, 25, 70)),
+    Club("thornbury-albion", "roundel", ((15, 25, 70), WHITE, (15, 25, 70)), WHITE, "chevron", (15, 25, 70), "TA",
+         (15, 25, 70)),
     Club("carrow-county", "hexagon", ((120, 20, 50),), (120, 20, 50), "stripes", (100, 180, 230), "CC", WHITE),
-    Club("eastleigh-harriers", "square", ((250, 120, 20), (30, 30, 30)), (30, 30, 30), "bird", (250, 120, 20), "EH", (250, 120, 20)),
+    Club("eastleigh-harriers", "square", ((250, 120, 20), (30, 30, 30)), (30, 30, 30), "bird", (250, 120, 20), "EH",
+         (250, 120, 20)),
     Club("stonehaven-dynamo", "roundel", ((240, 240, 240),), (90, 40, 140), "star", WHITE, "SD", WHITE),
 ]
 
@@ -114,7 +116,8 @@ def _emblem(img: Image.Image, mask: Image.Image, club: Club, s: int):
                    (cx + 0.3 * r, cy + 0.7 * r), (cx - 0.3 * r, cy + 0.7 * r)], fill=col)
         d.ellipse((cx - 0.25 * r, cy - 0.45 * r, cx + 0.25 * r, cy + 0.05 * r), fill=col)
     elif e == "chevron":
-        d.line([(cx - r, cy + 0.5 * r), (cx, cy - 0.5 * r), (cx + r, cy + 0.5 * r)], fill=col, width=int(0.12 * s), joint="curve")
+        d.line([(cx - r, cy + 0.5 * r), (cx, cy - 0.5 * r), (cx + r, cy + 0.5 * r)], fill=col, width=int(0.12 * s),
+               joint="curve")
     elif e == "ball":
         d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=col)
         d.polygon(_star(cx, cy, 0.45 * r, 5)[::2], fill=(30, 30, 30))

@@ -1,4 +1,4 @@
-"""Training with fastai's Learner over the uint8 cache, reported as a stream of event records."""
+"""Training with fastai's Learner over the uint8 cache, reported as a stream of event records (logoapp.events)."""
 from __future__ import annotations
 
 import queue
@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from . import models as M
+from .events import Batch, Done, Epoch, Error, Event, Start
 
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
 import fastai.callback.fp16  # noqa: E402,F401  (patches Learner.to_fp16)
@@ -25,24 +26,25 @@ from fastai.learner import Learner  # noqa: E402
 from fastai.metrics import accuracy  # noqa: E402
 
 MAX_UPDATES_PER_S = 5
+__all__ = ["Batch", "Done", "Epoch", "Error", "Event", "Start", "TrainConfig", "fit", "lr_find", "train"]
 
 
 @dataclass
 class TrainConfig:
-    model: str = "cnn"
-    epochs: int | None = None     # None: the model's default (models.DEFAULTS)
+    model: str = M.DEFAULT_MODEL
+    epochs: int | None = None     # None: the rung's default (models.Rung)
     lr: float | None = None
     bs: int = 64
-    size: int | None = None       # model input size; None: the model's default, at most the data's (models.default_size)
-    aug: bool | None = None       # None: on for image models (cnn, resnet), off for linear/mlp
+    size: int | None = None       # model input size; None: the rung's default, at most the data's (models.default_size)
+    aug: bool | None = None       # None: the rung's default (on for image models, off for linear/mlp)
     seed: int = 42
     wd: float = 0.01
 
-    def resolved(self) -> "TrainConfig":
-        """Fill model defaults in."""
-        d = M.DEFAULTS[self.model]
-        return TrainConfig(self.model, self.epochs or d["epochs"], self.lr or d["lr"], self.bs, self.size,
-                           d["aug"] if self.aug is None else self.aug, self.seed, self.wd)
+    def resolved(self) -> TrainConfig:
+        """Fill the rung's defaults in."""
+        r = M.get(self.model)
+        return TrainConfig(self.model, self.epochs or r.epochs, self.lr or r.lr, self.bs, self.size,
+                           r.augment if self.aug is None else self.aug, self.seed, self.wd)
 
 
 class TensorLoader:
@@ -114,7 +116,7 @@ class Events(Callback):
     """Turns fastai's batches and epochs into event records; checks the stop flag before every batch."""
     order = 60  # after the Recorder has written this epoch's metrics
 
-    def __init__(self, emit: Callable[[dict], None], stop: threading.Event, total_epochs: int):
+    def __init__(self, emit: Callable[[Event], None], stop: threading.Event, total_epochs: int):
         self.emit, self.stop, self.total = emit, stop, total_epochs
         self.t_fit, self.last, self.n_seen, self.stopped, self.epochs = None, 0.0, 0, False, []
         self.acc_avg, self.n_batches = 0.0, 0  # exponential moving average of batch accuracy, like fastai's smooth_loss
@@ -145,22 +147,22 @@ class Events(Callback):
         if now - self.last >= 1 / MAX_UPDATES_PER_S or last_batch:
             self.last = now
             ep = len(self.epochs)
-            self.emit({"type": "batch", "epoch": ep, "iter": self.iter, "n_iter": self.n_iter,
-                       "n_epoch": self.total, "train_loss": self.loss_sum / self.count,
-                       "train_acc": self.correct / self.count, "smooth_loss": float(self.learn.smooth_loss),
-                       "smooth_acc": self.acc_avg / (1 - 0.98 ** self.n_batches), "lr": float(self.opt.hypers[-1]["lr"]),
-                       "progress": min(1.0, (ep + (self.iter + 1) / self.n_iter) / self.total),
-                       "elapsed": now - self.t_fit})
+            self.emit(Batch(epoch=ep, iter=self.iter, n_iter=self.n_iter, n_epoch=self.total,
+                            train_loss=self.loss_sum / self.count, train_acc=self.correct / self.count,
+                            smooth_loss=float(self.learn.smooth_loss),
+                            smooth_acc=self.acc_avg / (1 - 0.98 ** self.n_batches),
+                            lr=float(self.opt.hypers[-1]["lr"]),
+                            progress=min(1.0, (ep + (self.iter + 1) / self.n_iter) / self.total),
+                            elapsed=now - self.t_fit))
 
     def after_epoch(self):
         vals = self.recorder.values[-1] if self.recorder.values else []
-        names = [n for n in self.recorder.metric_names[1:-1]]
+        names = list(self.recorder.metric_names[1:-1])
         rec = {k: (float("nan") if v is None else v) for k, v in zip(names, vals)}  # None: no validation split
-        e = {"type": "epoch", "epoch": len(self.epochs), "n_epoch": self.total,
-             "train_loss": float(rec.get("train_loss", float("nan"))),
-             "valid_loss": float(rec.get("valid_loss", float("nan"))),
-             "accuracy": float(rec.get("accuracy", float("nan"))),
-             "seconds": time.perf_counter() - self.t_epoch, "elapsed": time.perf_counter() - self.t_fit}
+        e = Epoch(epoch=len(self.epochs), n_epoch=self.total, train_loss=float(rec.get("train_loss", float("nan"))),
+                  valid_loss=float(rec.get("valid_loss", float("nan"))),
+                  accuracy=float(rec.get("accuracy", float("nan"))),
+                  seconds=time.perf_counter() - self.t_epoch, elapsed=time.perf_counter() - self.t_fit)
         self.epochs.append(e)
         self.emit(e)
 
@@ -171,14 +173,13 @@ def make_learner(ds, cfg: TrainConfig, dev=None, cbs=()) -> tuple[Learner, dict]
     seed_everything(cfg.seed)
     mean, std = channel_stats(ds, seed=cfg.seed)
     aug = M.default_aug(ds.channels, enabled=cfg.aug)
+    rung = M.get(cfg.model)
     model, info = M.build(cfg.model, ds.channels, ds.c, ds.size, cfg.size, mean, std, aug)
     if info["pretrained"]:
         mean, std = model.prep.mean.flatten().tolist(), model.prep.std.flatten().tolist()
-    if cfg.model in ("cnn", "resnet18", "resnet34"):  # channels-last convolutions: ~20% faster on CPU, more on GPU
+    if rung.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    extra = {}
-    if cfg.model.startswith("resnet"):  # body and head as two parameter groups, so fine_tune can freeze the body
-        extra["splitter"] = lambda m: [list(m.body[0].parameters()), list(m.body[1].parameters())]
+    extra = {"splitter": rung.groups} if rung.groups else {}  # parameter groups, so fine_tune can freeze the body
     learn = Learner(dataloaders(ds, cfg.bs, cfg.seed, dev, info["size"]), model, loss_func=nn.CrossEntropyLoss(),
                     metrics=accuracy, wd=cfg.wd, cbs=list(cbs), **extra)
     learn.logger = lambda *a, **k: None
@@ -204,20 +205,22 @@ def lr_find(ds, cfg: TrainConfig) -> dict:
     return {"suggested": float(sug.valley), "lrs": lrs, "losses": losses}
 
 
-def fit(ds, cfg: TrainConfig, emit: Callable[[dict], None] = lambda e: None, stop: threading.Event | None = None,
-        out: str | Path | None = None) -> dict:
-    """Train cfg.model on ds, calling emit(event) as it goes; returns the 'done' record (and saves when out is given)."""
-    from . import store
-    from .evaluate import evaluate_model
+def fit(ds, cfg: TrainConfig, emit: Callable[[Event], None] = lambda e: None, stop: threading.Event | None = None,
+        out: str | Path | None = None) -> Done:
+    """Train cfg.model on ds, calling emit(event) as it goes; returns the Done record. When out is given it saves
+    there, first fitting the calibration and the unknown-input test on the validation (else test) split when there
+    is one (calibrate.fit_calibration): the model folder then answers with calibrated probabilities and "unknown"."""
+    from . import calibrate, store
+    from .evaluate import evaluate
     cfg = cfg.resolved()
     stop = stop or threading.Event()
     ev = Events(emit, stop, cfg.epochs)
     learn, info = make_learner(ds, cfg, cbs=[ev])
     if info["pretrained"]:
         ev.total = cfg.epochs + 1  # fine_tune: one frozen epoch first
-    emit({"type": "start", "model": cfg.model, "config": asdict(cfg), "n_train": int(len(ds.idx("train"))),
-          "n_valid": int(len(ds.idx("valid"))), "n_params": M.n_params(learn.model), "device": info["device"],
-          "weights_note": info["weights_note"], "n_iter": len(learn.dls.train)})
+    emit(Start(model=cfg.model, config=asdict(cfg), n_train=int(len(ds.idx("train"))),
+               n_valid=int(len(ds.idx("valid"))), n_params=M.n_params(learn.model), device=info["device"],
+               weights_note=info["weights_note"], n_iter=len(learn.dls.train)))
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -229,27 +232,32 @@ def fit(ds, cfg: TrainConfig, emit: Callable[[dict], None] = lambda e: None, sto
     if learn.dls.device.type == "cuda":
         learn.to_fp32()
     model = learn.model.eval().to("cpu").to(memory_format=torch.contiguous_format)
-    res = evaluate_model(model, ds, "valid")
-    history = [{k: e[k] for k in ("epoch", "train_loss", "valid_loss", "accuracy", "seconds")} for e in ev.epochs]
-    done = {"type": "done", "model": cfg.model, "accuracy": res["accuracy"], "per_class": res["per_class"],
-            "history": history, "seconds": seconds, "images_per_second": ev.n_seen / seconds if seconds else 0.0,
-            "n_params": M.n_params(model), "stopped": ev.stopped, "pretrained": info["pretrained"],
-            "weights_note": info["weights_note"], "model_path": None}
+    res = evaluate(model, ds, "valid")
+    history = [e.history() for e in ev.epochs]
     meta = {"arch": cfg.model, "vocab": ds.vocab, "size": info["size"], "data_size": ds.size, "channels": ds.channels,
             "mean": info["mean"], "std": info["std"], "aug": info["aug"], "train": asdict(cfg),
-            "metrics": {"accuracy": res["accuracy"], "per_class": res["per_class"], "history": history,
+            "metrics": {"accuracy": res.accuracy, "per_class": res.per_class, "history": history,
                         "seconds": seconds, "stopped": ev.stopped},
             "data": {"root": ds.root, "n_train": int(len(ds.idx("train"))), "n_valid": int(len(ds.idx("valid"))),
                      "valid_pct": ds.valid_pct, "seed": ds.seed, "presplit": ds.presplit},
             "pretrained": info["pretrained"], "n_params": M.n_params(model)}
-    if out:
-        done["model_path"] = str(store.save(model, meta, out))
-    done["_model"], done["_meta"] = model, meta
-    return done
+    extra, cal_s = None, None
+    if out and res.n:  # a folder the app and CLI use: calibrated, with its unknown test (needs held-out images)
+        t1 = time.perf_counter()
+        add, extra = calibrate.fit_calibration(model, ds)
+        cal_s = time.perf_counter() - t1
+        meta.update(add)
+        meta["metrics"]["calibration_seconds"] = cal_s
+    path = str(store.save(model, meta, out, extra=extra)) if out else None
+    return Done(model=cfg.model, accuracy=res.accuracy, per_class=res.per_class, history=history, seconds=seconds,
+                images_per_second=ev.n_seen / seconds if seconds else 0.0, n_params=M.n_params(model),
+                stopped=ev.stopped, pretrained=info["pretrained"], weights_note=info["weights_note"],
+                model_path=path, temperature=meta.get("temperature"), unknown=meta.get("unknown"),
+                calibration_seconds=cal_s, net=model, meta=meta, extra=extra or {})
 
 
-def train(ds, cfg: TrainConfig, stop: threading.Event | None = None, out=None) -> Iterator[dict]:
-    """Train in a worker thread, yielding start/batch/epoch records then one 'done' (or 'error') record.
+def train(ds, cfg: TrainConfig, stop: threading.Event | None = None, out=None) -> Iterator[Event]:
+    """Train in a worker thread, yielding Start, Batch and Epoch records then one Done (or Error) record.
     Closing the iterator early sets the stop flag."""
     q: queue.Queue = queue.Queue()
     stop = stop or threading.Event()
@@ -258,7 +266,7 @@ def train(ds, cfg: TrainConfig, stop: threading.Event | None = None, out=None) -
         try:
             q.put(fit(ds, cfg, q.put, stop, out))
         except Exception as e:  # reported as an event: the UI shows it, nothing crashes
-            q.put({"type": "error", "message": f"{type(e).__name__}: {e}"})
+            q.put(Error(message=f"{type(e).__name__}: {e}"))
         q.put(None)
 
     th = threading.Thread(target=run, daemon=True, name="logoapp-train")

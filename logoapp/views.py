@@ -7,17 +7,14 @@ import math
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
 
 from . import data as datamod
-from . import evaluate, ideal, models, plots, store
-
-if TYPE_CHECKING:
-    from .ui import Session
+from . import ideal, models, plots, store
+from .evaluate import Evaluation, evaluate
 
 PAGE = 30                       # thumbnails per gallery page (3 rows of 10)
 PATCH = 5                       # side of the pixel-value table
@@ -44,20 +41,16 @@ class DataCtx:
         self._lock = threading.Lock()
 
     def baseline(self, kind: str = "l1") -> dict:
-        """The pixel-similarity baseline (fit on train, scored on valid) with its full evaluation."""
+        """The pixel-similarity baseline (fit on train, scored on valid, else test) with its Evaluation."""
         with self._lock:
             if kind not in self._base:
                 t = time.perf_counter()
                 b = ideal.baseline(self.ds, kind)
                 b["seconds"] = time.perf_counter() - t
-                idx = self.ds.idx("valid")
-                if not len(idx):
-                    idx = self.ds.idx("test")
-                probs = torch.softmax(torch.as_tensor(-b["distances"] / b["model"].temperature), 1)
-                b["eval"] = evaluate.evaluate_probs(probs, b["targs"], self.ds.vocab, self.ds.items, idx)
                 b["meta"] = {"arch": "pixel", "distance": kind, "vocab": self.ds.vocab, "size": self.ds.size,
                              "data_size": self.ds.size, "channels": self.ds.channels, "n_params": 0,
-                             "metrics": {"accuracy": b["accuracy"], "per_class": b["per_class"], "seconds": b["seconds"]}}
+                             "metrics": {"accuracy": b["accuracy"], "per_class": b["per_class"],
+                                         "seconds": b["seconds"]}}
                 self._base[kind] = b
             return self._base[kind]
 
@@ -112,7 +105,7 @@ def pixel_view(ctx: DataCtx, i: int, x: int, y: int) -> dict:
     x, y = int(min(max(0, x), s - PATCH)), int(min(max(0, y), s - PATCH))
     img = ds.images[i]
     w, h = ds.sizes[i]
-    split = {0: "train", 1: "valid", 2: "test"}[int(ds.split[i])]
+    split = str(datamod.Split(ds.split[i]))
     chans = "RGBA" if ds.channels == 4 else "RGB"
     info = (f"**{file_name(ds.items[i])}** — class **{ds.vocab[ds.labels[i]]}**, {split} split  \n"
             f"original: {w}×{h} pixels, mode {ds.modes[i]} → stored as {s}×{s} {chans} uint8 (0-255)  \n"
@@ -132,7 +125,8 @@ def augment_view(ctx: DataCtx, i: int, n: int = 11):
     imgs = [ds.images[i]] + list(out)
     titles = ["original"] + [f"augmented {k + 1}" for k in range(n)]
     return plots.image_grid(imgs, titles, cols=6, size=1.7,
-                            suptitle=f"What training sees: random rotation, flip, zoom, shear and lighting ({file_name(ds.items[i])})")
+                            suptitle="What training sees: random rotation, flip, zoom, shear and lighting "
+                                     f"({file_name(ds.items[i])})")
 
 
 def data_md(ctx: DataCtx) -> str:
@@ -176,58 +170,49 @@ def ideal_views(ctx: DataCtx, kind: str = "l1", background: str = "checker") -> 
             "hist": plots.distance_hist(b["distances"], b["targs"], ctx.ds.vocab, kind)}
 
 
-def board_rows(sess: Session, ctx: DataCtx) -> list[dict]:
+def board_rows(board: dict[str, dict], ctx: DataCtx) -> list[dict]:
+    """The leaderboard: the pixel baselines computed on this data, then a session's own rows (name -> row)."""
     rows = []
     for kind in ctx.computed():
         b = ctx.baseline(kind)
         rows.append({"name": f"pixel baseline ({kind.upper()})", "arch": "pixel", "accuracy": b["accuracy"],
                      "seconds": b["seconds"], "n_params": 0, "epochs": None, "size": ctx.ds.size})
-    return rows + list(sess.board.values())
+    return rows + list(board.values())
 
 
-def board_df(sess: Session, ctx: DataCtx) -> pd.DataFrame:
-    return plots.leaderboard(board_rows(sess, ctx))
+def board_df(board: dict[str, dict], ctx: DataCtx) -> pd.DataFrame:
+    return plots.leaderboard(board_rows(board, ctx))
 
 
-def _model_images(meta: dict, ds: datamod.Dataset, idx: np.ndarray) -> np.ndarray:
-    """The dataset's cached images in the form this model expects (channel count; size for the pixel model)."""
-    from .images import to_channels
-    imgs = ds.images[idx]
-    if meta["channels"] != ds.channels:
-        imgs = to_channels(imgs, meta["channels"])
-    if meta["arch"] == "pixel" and meta["data_size"] != ds.size:
-        raise ViewError(f"This pixel model compares {meta['data_size']}px images, but the data is {ds.size}px: "
-                       f"reload the data with image size {meta['data_size']}.")
-    return imgs
-
-
-def evaluate_on(model, meta: dict, ctx: DataCtx) -> dict:
+def evaluate_on(model, meta: dict, ctx: DataCtx) -> Evaluation:
     """Score a (saved) model on the current data's validation split."""
     ds = ctx.ds
     if list(meta["vocab"]) != list(ds.vocab):
         raise ViewError(f"This model knows {len(meta['vocab'])} classes ({', '.join(meta['vocab'][:4])}…) "
-                       f"but the loaded data has {ds.c} ({', '.join(ds.vocab[:4])}…): load matching data to evaluate it.")
-    idx = ds.idx("valid")
-    if not len(idx):
-        idx = ds.idx("test")
-    probs = evaluate.get_probs(model, _model_images(meta, ds, idx))
-    return evaluate.evaluate_probs(probs, ds.labels[idx], ds.vocab, ds.items, idx)
+                        f"but the loaded data has {ds.c} ({', '.join(ds.vocab[:4])}…): load matching data to "
+                        f"evaluate it.")
+    if meta["arch"] == "pixel" and meta["data_size"] != ds.size:
+        raise ViewError(f"This pixel model compares {meta['data_size']}px images, but the data is {ds.size}px: "
+                        f"reload the data with image size {meta['data_size']}.")
+    return evaluate(model, ds, "valid", channels=meta["channels"], temperature=meta.get("temperature", 1.0))
 
 
-def eval_views(res: dict, meta: dict, ctx: DataCtx, name: str, label: str) -> dict:
+def eval_views(res: Evaluation, meta: dict, ctx: DataCtx, name: str, label: str) -> dict:
     ds = ctx.ds
     n_valid = {c: ctx.summary["counts"][c]["valid"] or ctx.summary["counts"][c]["test"] for c in ds.vocab}
     tops = [(ds.images[t["index"]], f"{t['actual']} / {t['predicted']}\n{t['probability']:.2f} / {t['loss']:.2f}")
-            for t in res["top_losses"]]
-    worst = res["most_confused"][0] if res["most_confused"] else (ds.vocab[0], ds.vocab[0], 0)
+            for t in res.top_losses()]
+    confused = res.most_confused()
+    worst = confused[0] if confused else (ds.vocab[0], ds.vocab[0], 0)
     arch = meta["arch"]
-    md = (f"### {html.escape(label)}\n\n**{res['accuracy']:.1%}** of {res['n']:,} validation images right · "
-          f"{models.DESCRIPTIONS.get(arch, arch)}")
-    v = {"eval_md": md, "cm": plots.confusion(res["confusion"]["matrix"], ds.vocab),
-         "eval_table": plots.per_class_table(res["per_class"], n_valid),
-         "confused": plots.most_confused_table(res["most_confused"][:12]), "tops": tops,
+    md = (f"### {html.escape(label)}\n\n**{res.accuracy:.1%}** of {res.n:,} validation images right"
+          f"{summary_extra(res)} · {models.describe(arch)}")
+    v = {"eval_md": md, "cm": plots.confusion(res.confusion.tolist(), ds.vocab),
+         "eval_table": plots.per_class_table(res.per_class, n_valid, class_metrics(res)),
+         "confused": plots.most_confused_table(confused[:12]), "tops": tops,
          "actual": worst[0], "predicted": worst[1]}
     v.update(cell_view(res, ctx, worst[0], worst[1]))
+    v.update(calibration_view(res, meta))
     v["weights_visible"] = arch == "linear"
     return v
 
@@ -242,14 +227,106 @@ def linear_weights_view(model, meta: dict):
     return plots.linear_weights(w.reshape(len(meta["vocab"]), c, s, s), meta["vocab"])
 
 
-def cell_view(res: dict, ctx: DataCtx, actual: str, predicted: str) -> dict:
+def cell_view(res: Evaluation, ctx: DataCtx, actual: str, predicted: str) -> dict:
     ds = ctx.ds
     if actual not in ds.vocab or predicted not in ds.vocab:
         return {"cell": [], "cell_md": ""}
     a, p = ds.vocab.index(actual), ds.vocab.index(predicted)
-    pos = np.flatnonzero((res["targs"] == a) & (res["preds"] == p))
-    items = [(ds.images[res["idx"][j]], f"{caption_stem(ds.items[res['idx'][j]], actual)}\np={res['probs'][j, p]:.2f}")
+    pos = res.cell(a, p)
+    items = [(ds.images[res.idx[j]], f"{caption_stem(ds.items[res.idx[j]], actual)}\np={res.probs[j, p]:.2f}")
              for j in pos[:CELL_MAX]]
     what = "correctly classified" if a == p else f"predicted as **{predicted}**"
-    md = f"{len(pos)} validation image(s) of **{actual}** {what}" + (f" (showing {CELL_MAX})" if len(pos) > CELL_MAX else "")
+    md = (f"{len(pos)} validation image(s) of **{actual}** {what}"
+          + (f" (showing {CELL_MAX})" if len(pos) > CELL_MAX else ""))
     return {"cell": items, "cell_md": md}
+
+
+# ============================================================================================= explain, calibrate
+
+def explain_view(model, meta: dict, image, target=None) -> dict:
+    """The heatmap of where the model looked for one image (a path or an array), for the predicted class or target:
+    {"overlay": uint8 RGB, "label": the class explained, "caption": method, class and probability}."""
+    from .explain import explain
+    try:
+        e = explain(model, meta, image, target)
+    except ValueError as err:  # a model kind without a method, or a class the model does not know
+        raise ViewError(str(err)) from None
+    p = e.probs.get(e.label, 0.0)
+    return {"overlay": e.overlay, "label": e.label, "kind": e.kind,
+            "caption": f"{e.kind}: where the model found **{e.label}** (p={p:.0%}); red = most evidence"}
+
+
+def unknown_note(r: dict, threshold: float | None) -> str:
+    """The prediction note's unknown-input line for Predictor.predict(..., with_unknown=True)'s answer r, judged
+    against threshold (the stored one unless moved); "" for a model without an unknown-input test."""
+    score = r.get("score")
+    if score is None or threshold is None:
+        return ""
+    top = r["probs"][r["label"]]
+    if score > threshold:
+        return (f"**unknown** — closest: **{html.escape(r['label'])}** ({top:.0%}) · far from the training data "
+                f"(score {score:.3g} > threshold {threshold:.3g})")
+    return f"like the training data (score {score:.3g} ≤ threshold {threshold:.3g})"
+
+
+def calibration_view(res: Evaluation, meta: dict) -> dict:
+    """Reliability diagram and ECE before and after temperature scaling, from the evaluation's probabilities (their
+    logs stand in for logits). The model's stored temperature, else one fitted on these images."""
+    from . import calibrate
+    if not res.n:
+        return {"reliability": plots.message("No validation images to calibrate on."), "calib_md": ""}
+    z = torch.from_numpy(np.log(np.clip(res.probs.astype(np.float64), 1e-12, None)))
+    t = meta.get("temperature")
+    stored = isinstance(t, (int, float)) and not isinstance(t, bool)
+    t = float(t) if stored else calibrate.temperature_from_logits(z, res.targs)
+    rep = calibrate.report(z, res.targs, t)
+    how = "stored with the model" if stored else "fitted on these images"
+    md = (f"**ECE** {rep['before']['ece']:.1%} → **{rep['after']['ece']:.1%}** after temperature scaling "
+          f"(T = {t:.2f}, {how})")
+    return {"reliability": plots.reliability(rep), "calib_md": md}
+
+
+def class_metrics(res: Evaluation) -> dict | None:
+    """Precision, recall, F1 and support per class when the Evaluation has them (None for one that does not)."""
+    cols = {k: getattr(res, k, None) for k in ("precision", "recall", "f1", "support")}
+    return cols if all(isinstance(v, dict) for v in cols.values()) else None
+
+
+def summary_extra(res: Evaluation) -> str:
+    """' · macro F1 … · balanced accuracy …' when the Evaluation has them."""
+    out = ""
+    for key, name in (("macro_f1", "macro F1"), ("balanced_accuracy", "balanced accuracy")):
+        v = getattr(res, key, None)
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            out += f" · {name} **{v:.1%}**"
+    return out
+
+
+def item_heat(model, meta: dict, ctx: DataCtx, i: int, target: str, head: str) -> dict:
+    """The heatmap of dataset item i for class target, captioned with head first."""
+    v = explain_view(model, meta, ctx.ds.images[i], target)
+    return {"heat": v["overlay"], "heat_md": f"{head} · {v['caption']}"}
+
+
+def top_loss_heat(model, meta: dict, res: Evaluation, ctx: DataCtx, k: int) -> dict | None:
+    """The heatmap of the k-th top loss, for the class the model predicted (None when there is no such image)."""
+    tops = res.top_losses()
+    if not 0 <= k < len(tops):
+        return None
+    t = tops[k]
+    head = (f"**{html.escape(file_name(ctx.ds.items[t['index']]))}**: actual {t['actual']}, predicted "
+            f"{t['predicted']} ({t['probability']:.0%})")
+    return item_heat(model, meta, ctx, t["index"], t["predicted"], head)
+
+
+def cell_heat(model, meta: dict, res: Evaluation, ctx: DataCtx, actual: str, predicted: str, k: int) -> dict | None:
+    """The heatmap of the k-th image of one confusion-matrix cell, for the predicted class."""
+    ds = ctx.ds
+    if actual not in ds.vocab or predicted not in ds.vocab:
+        return None
+    pos = res.cell(ds.vocab.index(actual), ds.vocab.index(predicted))[:CELL_MAX]
+    if not 0 <= k < len(pos):
+        return None
+    i = int(res.idx[pos[k]])
+    head = f"**{html.escape(file_name(ds.items[i]))}**: actual {actual}, predicted {predicted}"
+    return item_heat(model, meta, ctx, i, predicted, head)

@@ -49,7 +49,8 @@ def app_server(*args: str, models: str | Path | None = None, timeout: float = 15
         if k not in (env or {}):
             e.pop(k, None)
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port), *args],
+        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--host", "127.0.0.1", "--port", str(port),
+                                 *args],
                                 cwd=ROOT, env=e, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     server = AppServer(proc, url, log)

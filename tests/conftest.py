@@ -40,6 +40,15 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("LOGOAPP_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
+def as_old_folder(src: Path, dest: Path) -> Path:
+    """A copy of a model folder as saved before calibration existed: no temperature, calibration or unknown entry,
+    plain weights (format 1)."""
+    from logoapp import store
+    model, meta = store.load(src)
+    meta = {k: v for k, v in meta.items() if k not in ("temperature", "calibration", "unknown")}
+    return store.save(model, meta, dest)
+
+
 @pytest.fixture
 def tiny(tmp_path) -> Path:
     return make_folder(tmp_path / "tiny", n_classes=2, per_class=12)
@@ -52,8 +61,9 @@ def tiny4(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
-    """A tiny linear model trained once per session on 4 classes of 32px RGBA images.
-    Returns (model folder, data folder); read-only: copy the model folder before tampering with it."""
+    """A tiny linear model trained once per session on 4 classes of 32px RGBA images, saved by fit(out=) (so
+    calibrated, with an unknown-input test). Returns (model folder, data folder); read-only: copy the model folder
+    before tampering with it (or use as_old_folder)."""
     from logoapp.data import open_dataset
     from logoapp.train import TrainConfig, fit
     root = tmp_path_factory.mktemp("trained")

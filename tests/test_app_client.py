@@ -124,11 +124,11 @@ def test_dataset_zip_unpacks_to_the_class_folders(tmp_path, monkeypatch):
     z = tmp_path / "set.zip"
     with zipfile.ZipFile(z, "w") as f:
         for cls in ("cats", "dogs"):
-            f.writestr(f"pets/{cls}/1.png", b"x")
+            f.writestr(f"pets/{cls}/1.png", b"\x89PNG\r\n\x1a\n")  # an image's first bytes: members are sniffed
         f.writestr("__MACOSX/pets/._cats", b"x")
     root = uploads.extract_zip(z, tmp_path / "out")
     assert root.name == "pets" and sorted(p.name for p in root.iterdir()) == ["cats", "dogs"]
-    monkeypatch.setattr(uploads, "MAX_ZIP_BYTES", 10)
+    monkeypatch.setattr(uploads, "MAX_DATASET_ZIP_BYTES", 10)
     with zipfile.ZipFile(tmp_path / "big.zip", "w") as f:
         f.writestr("a/1.png", b"x" * 100)
     with pytest.raises(uploads.DataError, match="more than"):
@@ -141,12 +141,12 @@ def test_loading_the_start_up_set_again_shares_it(tmp_path, monkeypatch):
     another size opens a copy of the session's own."""
     from app_server import shared_cache
 
-    from logoapp.ui import Session, build_app
+    from logoapp.ui import Session
+    from logoapp.ui.app import start
+    from logoapp.ui.tabs.data import on_load as load
     monkeypatch.setenv("LOGOAPP_CACHE", str(shared_cache()))
     monkeypatch.setenv("LOGOAPP_MODELS", str(tmp_path / "models"))
-    app = build_app(None, progress=lambda *a: None)
-    load = next(f.fn for f in app.fns.values() if f.api_name == "load_data")
-    s, quiet = Session(), (lambda *a, **k: None)
+    s, quiet = Session(start(None, progress=lambda *a: None)), (lambda *a, **k: None)
     for size in (0, 140):
         load(s, "embedded crests", "", None, size, 0.2, 42, progress=quiet)
         assert s.ctx is None, size  # None: the session uses the shared start-up set

@@ -1,4 +1,5 @@
-"""The app in a real browser (Debian's Chromium through Playwright): every tab, predict, train, stop; README screenshots."""
+"""The app in a real browser (Debian's Chromium through Playwright): every tab, predict, train, stop; README
+screenshots."""
 from __future__ import annotations
 
 import os
@@ -46,7 +47,8 @@ def page(tmp_path_factory):
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         pg = browser.new_page(viewport={"width": 1280, "height": 900})
         outside = []
-        pg.on("request", lambda r: outside.append(r.url) if not r.url.startswith((server.url, "data:", "blob:")) else None)
+        pg.on("request",
+              lambda r: outside.append(r.url) if not r.url.startswith((server.url, "data:", "blob:")) else None)
         errors = []
         pg.on("pageerror", lambda e: errors.append(str(e)))
         pg.goto(server.url)
@@ -122,6 +124,8 @@ def test_upload_a_crest_and_read_the_prediction(page):
     page.set_input_files("#predict-image input[type=file]", str(ROOT / "assets" / "millbrook-city.png"))
     top = page.locator("#predict-label [data-testid=label-output-value]")
     expect(top).to_have_text("millbrook-city", timeout=30_000)
+    expect(page.locator("#predict-heatmap img")).to_be_visible(timeout=30_000)  # where the model looked
+    expect(page.locator("#predict-class input")).to_have_value("millbrook-city")
     shot(page, "predict")
 
 
@@ -174,6 +178,15 @@ def test_evaluate_shows_the_trained_model(page):
     expect(page.locator("#eval-model input")).to_have_value(re.compile("cnn"), timeout=20_000)
     expect(page.locator("#confusion img")).to_be_visible()
     expect(page.locator("#eval-model input")).to_have_value(re.compile(r"^cnn-embedded-crests · cnn · \d"))
+    expect(page.locator("#reliability img")).to_be_visible()
+    expect(page.locator("#top-heatmap img")).to_have_count(0)
+    idle(page)
+    page.locator("#top-losses button.thumbnail-item").first.click()   # a top loss -> its Grad-CAM heatmap
+    expect(page.locator("#top-heatmap img")).to_be_visible(timeout=30_000)
+    expect(page.locator("#top-heatmap-caption")).to_contain_text(re.compile(r"predicted .*Grad-CAM: where"))
+    close = page.locator("#top-losses button[aria-label='Close']")
+    if close.count():  # back from the gallery's preview to the thumbnails
+        close.first.click()
     shot(page, "evaluate")
 
 

@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_folder
+from conftest import as_old_folder, make_folder
 from logoapp.cli import main
 from logoapp.data import open_dataset
 from logoapp.ideal import baseline
+from logoapp.predict import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -152,6 +155,12 @@ def test_train_eval_predict_round_trip(capsys, tmp_path):
     assert len(m) == 4 and all(len(r) == 4 for r in m) and sum(map(sum, m)) == e["n"] == 8
     assert e["accuracy"] == pytest.approx(t["accuracy"])  # same default seed and split as training
     assert e["per_class"] == pytest.approx(t["per_class"])
+    check_class_metrics(e)
+    saved = json.loads((model / "model.json").read_text())
+    assert t["temperature"] == saved["temperature"] and t["unknown"] == saved["unknown"]
+    worst = e["top_losses"][0]  # probabilities as the calibrated model answers
+    assert worst["probability"] == pytest.approx(Predictor.load(model).predict(worst["path"])[worst["predicted"]],
+                                                 abs=1e-5)
 
     rc, out, _ = run(capsys, "eval", model, data, "--json", "--split", "all")
     assert rc == 0 and one_json(out)["n"] == 48
@@ -165,7 +174,8 @@ def test_train_eval_predict_round_trip(capsys, tmp_path):
     assert isinstance(p, list) and len(p) == 3
     assert set(p[1]) == {"path", "error"} and p[1]["path"] == str(bad) and "text file" in p[1]["error"]
     for r, g in zip((p[0], p[2]), good):
-        assert set(r) == {"path", "label", "probs"} and r["path"] == str(g)
+        assert set(r) == {"path", "label", "probs", "unknown", "score"} and r["path"] == str(g)
+        assert r["unknown"] is False and isinstance(r["score"], float)
         assert r["label"] == next(iter(r["probs"])) and sum(r["probs"].values()) == pytest.approx(1, abs=1e-5)
     rc, out, _ = run(capsys, "predict", model, *good, "--top", "1", "--json")
     assert rc == 0 and all(len(r["probs"]) == 1 for r in one_json(out))
@@ -182,10 +192,61 @@ def test_train_eval_predict_round_trip(capsys, tmp_path):
     for k in (0, 2, 9):
         (rgb / f"class{k}").mkdir(parents=True)
         for i in range(3):
-            Image.open(data / f"class{k % 4}" / f"class{k % 4}_{i:03d}.png").convert("RGB").save(rgb / f"class{k}" / f"{i}.jpg")
+            src = data / f"class{k % 4}" / f"class{k % 4}_{i:03d}.png"
+            Image.open(src).convert("RGB").save(rgb / f"class{k}" / f"{i}.jpg")
     rc, out, err = run(capsys, "eval", model, rgb, "--json", "--split", "all")
     assert rc == 0, err
     assert one_json(out)["n"] == 6
+
+
+def check_class_metrics(e: dict) -> None:
+    """eval --json's precision, recall, f1, support, macro_f1 and balanced_accuracy against scikit-learn, on the
+    items its own confusion matrix counts."""
+    from sklearn import metrics as SK
+    labels, m = e["confusion"]["labels"], np.array(e["confusion"]["matrix"])
+    targs = np.repeat(np.repeat(np.arange(len(m)), len(m)), m.flatten())
+    preds = np.repeat(np.tile(np.arange(len(m)), len(m)), m.flatten())
+    present = sorted(set(targs.tolist()))
+    p, r, f, n = SK.precision_recall_fscore_support(targs, preds, labels=present, zero_division=0)
+    names = [labels[i] for i in present]
+    assert e["precision"] == pytest.approx(dict(zip(names, p))) and e["recall"] == pytest.approx(dict(zip(names, r)))
+    assert e["f1"] == pytest.approx(dict(zip(names, f))) and e["support"] == dict(zip(names, n.tolist()))
+    assert e["macro_f1"] == pytest.approx(SK.f1_score(targs, preds, labels=present, average="macro", zero_division=0))
+    assert e["balanced_accuracy"] == pytest.approx(SK.balanced_accuracy_score(targs, preds))
+
+
+def test_explain_and_unknown(capsys, trained, tmp_path):
+    folder, data = trained
+    imgs = [data / "class0" / "class0_000.png", data / "class2" / "class2_001.png"]
+    out = tmp_path / "heat"
+    rc, stdout, err = run(capsys, "explain", folder, *imgs, "--out", out, "--json")
+    assert rc == 0, err
+    rows = one_json(stdout)
+    assert [set(r) for r in rows] == [{"path", "label", "overlay"}] * 2
+    assert [r["path"] for r in rows] == list(map(str, imgs))
+    pred = Predictor.load(folder)
+    for r, f in zip(rows, imgs):
+        assert r["label"] == next(iter(pred.predict(f)))
+        assert Image.open(r["overlay"]).size == (32, 32) and Path(r["overlay"]).parent == out
+    rc, stdout, err = run(capsys, "explain", folder, imgs[0], imgs[0], "--out", out, "--class", "class3")
+    assert rc == 0 and stdout.count("class3 ->") == 2 and len(list(out.glob("*.png"))) == 3  # same name: numbered
+    assert_error(*run(capsys, "explain", folder, imgs[0], "--out", out, "--class", "nope"), "no class 'nope'")
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    rc, stdout, err = run(capsys, "explain", folder, bad, "--out", out, "--json")
+    assert rc != 0 and set(one_json(stdout)[0]) == {"path", "error"}
+
+    sure = as_old_folder(folder, tmp_path / "old")  # saved before the unknown test existed: never unknown
+    rc, stdout, _ = run(capsys, "predict", sure, *imgs, "--json")
+    assert rc == 0 and [r["unknown"] for r in one_json(stdout)] == [False, False]
+    strict = shutil.copytree(folder, tmp_path / "strict")
+    meta = json.loads((strict / "model.json").read_text())
+    (strict / "model.json").write_text(json.dumps({**meta, "unknown": {**meta["unknown"], "threshold": -1e9}}))
+    rc, stdout, _ = run(capsys, "predict", strict, *imgs, "--json")
+    assert rc == 0 and [r["unknown"] for r in one_json(stdout)] == [True, True]
+    rc, stdout, _ = run(capsys, "predict", strict, imgs[0])
+    label = next(iter(pred.predict(imgs[0])))
+    assert rc == 0 and f"unknown \u2014 closest: {label} (" in stdout
 
 
 def test_train_text_output(capsys, tiny, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from logoapp import images
-from logoapp.images import ImageError, composite, decode, header, to_channels
+from logoapp.images import ImageError, decode, header, to_channels
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
@@ -348,13 +348,10 @@ def test_decode_leaves_no_open_files(tmp_path):
 
 # ---------------------------------------------------------------- channel helpers
 
-def test_to_channels_and_composite():
+def test_to_channels():
     rgba = np.array([[[255, 0, 0, 255], [0, 0, 0, 0], [0, 0, 255, 128]]], np.uint8)
     rgb = to_channels(rgba, 3)
     assert rgb.tolist() == [[[255, 0, 0], [255, 255, 255], [127, 127, 255]]]
-    assert np.array_equal(composite(rgba), rgb)
-    assert composite(rgba, (0, 0, 0)).tolist() == [[[255, 0, 0], [0, 0, 0], [0, 0, 128]]]
     back = to_channels(rgb, 4)
     assert np.array_equal(back[..., :3], rgb) and (back[..., 3] == 255).all()
     assert to_channels(rgba, 4) is not rgba or rgba.flags.c_contiguous
-    assert composite(rgb) is rgb

@@ -14,7 +14,8 @@ from logoapp.data import open_dataset
 
 from conftest import make_folder
 
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="worker processes are forked on Linux only")
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="worker processes are forked on Linux only")
 
 
 @pytest.fixture

@@ -33,7 +33,8 @@ def build(arch="linear", n=2, channels=4, size=8, seed=0):
     model, info = M.build(arch, channels, n, size, 16 if arch == "cnn" else None, [0.4] * channels, [0.3] * channels,
                           M.default_aug(channels, False))
     meta = {"arch": arch, "vocab": [f"class{k}" for k in range(n)], "size": info["size"], "data_size": size,
-            "channels": channels, "mean": [0.4] * channels, "std": [0.3] * channels, "aug": M.default_aug(channels, False)}
+            "channels": channels, "mean": [0.4] * channels, "std": [0.3] * channels,
+            "aug": M.default_aug(channels, False)}
     return model.eval(), meta
 
 
@@ -500,7 +501,7 @@ def test_import_refuses_weights_name_traversal(tmp_path):
 
 
 def test_import_refuses_huge_declared_size(tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "MAX_ZIP_BYTES", 100)
+    monkeypatch.setattr(store, "MAX_MODEL_ZIP_BYTES", 100)
     folder = saved(tmp_path)
     with pytest.raises(ModelError, match="too large"):
         store.import_zip(store.export_zip(folder, tmp_path / "a.zip"), tmp_path / "models")

@@ -99,7 +99,8 @@ def test_parallel_matches_serial(tmp_path):
 def test_default_dataset(tmp_path, monkeypatch):
     monkeypatch.setattr(synth, "generate", lambda out, **kw: (out, kw))
     out, kw = synth.default_dataset(tmp_path / "d")
-    assert out == tmp_path / "d" and kw["n_classes"] is None and kw["per_class"] == 300 and kw["size"] == 140 and kw["seed"] == 0
+    assert out == tmp_path / "d" and kw["n_classes"] is None and kw["per_class"] == 300
+    assert kw["size"] == 140 and kw["seed"] == 0
     monkeypatch.setenv("LOGOAPP_CACHE", str(tmp_path / "cache"))
     out, _ = synth.default_dataset()
     assert out == tmp_path / "cache" / "crests-v1"
@@ -108,7 +109,8 @@ def test_default_dataset(tmp_path, monkeypatch):
 def test_interrupted_run_leaves_nothing(tmp_path):
     def stop(done, total):
         if done: raise KeyboardInterrupt
-    with pytest.raises(KeyboardInterrupt): synth.generate(tmp_path / "x", n_classes=2, per_class=60, size=32, progress=stop)
+    with pytest.raises(KeyboardInterrupt):
+        synth.generate(tmp_path / "x", n_classes=2, per_class=60, size=32, progress=stop)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -1,0 +1,92 @@
+"""What every command shares: one-line errors, progress bars on stderr, JSON on stdout, opening a dataset."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+
+class CliError(Exception):
+    pass
+
+
+def bar(desc: str):
+    """A tqdm progress callback on stderr: progress(done, total, what)."""
+    from tqdm import tqdm
+    state = {}
+
+    def progress(done, total, what=desc):
+        bar = state.get(what)
+        if bar is None:
+            bar = state[what] = tqdm(total=total, desc=what, file=sys.stderr, leave=False, disable=None,
+                                     dynamic_ncols=True)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+    return progress
+
+
+def clean(o):
+    """JSON-safe: NaN -> null, numpy -> python."""
+    import numpy as np
+    if isinstance(o, dict):
+        return {str(k): clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [clean(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return clean(o.tolist())
+    if isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
+
+
+def emit(obj) -> None:
+    print(json.dumps(clean(obj), indent=2))
+
+
+def open_data(args):
+    from ..data import resolve
+    return resolve(args.data, size=getattr(args, "size", None), valid_pct=getattr(args, "valid_pct", None),
+                   seed=getattr(args, "seed", None), progress=bar("loading"))
+
+
+def pct(x) -> str:
+    return "  n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:5.1f}%"
+
+
+def print_bad(bad, limit=20):
+    if bad:
+        print(f"\n{len(bad)} file(s) skipped:")
+        for b in bad[:limit]:
+            print(f"  {b['path']}: {b['reason']}")
+        if len(bad) > limit:
+            print(f"  ... and {len(bad) - limit} more (use --json for all)")
+
+
+def per_class_table(per_class: dict) -> None:
+    w = max(len(c) for c in per_class) if per_class else 5
+    for c, a in per_class.items():
+        print(f"  {c:<{w}}  {pct(a)}")
+
+
+def load_predictor(path):
+    from ..predict import Predictor
+    from ..store import ModelError
+    try:
+        return Predictor.load(path)
+    except ModelError as e:
+        raise CliError(str(e)) from None
+
+
+def data_args(s, size="square size images are stored at (default: their own typical size, at most 140)"):
+    """DATA plus the options that say how to open it."""
+    s.add_argument("data", metavar="DATA", help="image folder (class sub-folders or train/valid) or 'embedded'")
+    if size:
+        s.add_argument("--size", type=int, default=None, help=size)
+    s.add_argument("--valid-pct", type=float, default=None,
+                   help="validation fraction when not pre-split (default 0.2)")
+    s.add_argument("--seed", type=int, default=None, help="random seed for the split (default 42)")
+    s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
