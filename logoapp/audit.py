@@ -161,7 +161,7 @@ def out_of_fold(ds, folds: int = 5, model: str = "linear", size: int | None = 32
             warnings.simplefilter("ignore")
             done = fit(replace(small, split=held.astype(np.int8)),
                        TrainConfig(model, epochs=epochs, size=small.size, seed=seed + f, bs=bs))
-        probs[held] = get_probs(done["_model"], small.images[held]).numpy()
+        probs[held] = get_probs(done.net, small.images[held]).numpy()
         seconds.append(time.perf_counter() - t)
     return probs, {"folds": folds, "model": model, "size": small.size, "epochs": epochs, "bs": bs,
                    "fold_seconds": [round(s, 2) for s in seconds], "seconds": round(time.perf_counter() - t0, 2),

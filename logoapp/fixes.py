@@ -15,7 +15,7 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .data import SPLIT_NAMES
+from .data import SPLIT_FOLDERS
 
 LOG = ".logoapp-changes.jsonl"
 EXCLUDED = "_excluded"
@@ -82,7 +82,7 @@ def _class_dir(root: Path, rel: Path) -> int:
     """How many leading parts of rel name its class folder: 2 in a train/valid/test layout, else 1."""
     subs = {p.name.lower() for p in root.iterdir() if p.is_dir()}
     presplit = "train" in subs and bool(subs & {"valid", "validation", "val", "test"})
-    return 2 if presplit and rel.parts[0].lower() in SPLIT_NAMES else 1
+    return 2 if presplit and rel.parts[0].lower() in SPLIT_FOLDERS else 1
 
 
 def _target(root: Path, path) -> tuple[Path, Path]:
