@@ -108,6 +108,22 @@ def duplicates(ds) -> list[Group]:
     return sorted(groups, key=lambda g: (-len(g.indices), g.indices[0]))
 
 
+def group_split(ds, groups: list[Group] | None = None) -> tuple[object, int]:
+    """ds with every group of copies on one side of its random split (the side of most of its copies; a tie: its
+    first file's side), and how many images changed side. A pre-split folder's own split is left as it is."""
+    if ds.presplit:
+        raise ValueError(f"{ds.root} is split into folders already: a group split applies to random splits only")
+    split, moved = ds.split.copy(), 0
+    for g in duplicates(ds) if groups is None else groups:
+        sides = ds.split[g.indices]
+        values, counts = np.unique(sides, return_counts=True)
+        best = values[counts == counts.max()]
+        side = sides[0] if sides[0] in best else best[0]
+        moved += int((sides != side).sum())
+        split[g.indices] = side
+    return replace(ds, split=split), moved
+
+
 def leakage(ds, groups: list[Group], probs=None, model=None) -> dict:
     """Valid images with a copy in train; valid accuracy with and without them (probs of idx('valid'), or a model)."""
     va = ds.idx("valid")
@@ -140,11 +156,19 @@ def shrink(images: np.ndarray, size: int | None) -> np.ndarray:
     return images if not size or images.shape[1] <= size else resize_images(images, size, np.arange(len(images)))
 
 
+def fit_probs(small, split: np.ndarray, held: np.ndarray, model: str, epochs: int, bs: int, seed: int) -> np.ndarray:
+    """Probabilities of images[held] from a fresh model (train.fit) trained on the images split marks as train."""
+    from .evaluate import get_probs
+    from .train import TrainConfig, fit  # fastai: imported only when a model is needed
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        done = fit(replace(small, split=split), TrainConfig(model, epochs=epochs, size=small.size, seed=seed, bs=bs))
+    return get_probs(done.net, small.images[held]).numpy()
+
+
 def out_of_fold(ds, folds: int = 5, model: str = "linear", size: int | None = 32, epochs: int | None = None,
                 seed: int = 0, progress: Progress | None = None, small: np.ndarray | None = None):
     """(probs (N, K), info): every image's probabilities from a fresh model (train.fit) on the other folds, at size."""
-    from .evaluate import get_probs
-    from .train import TrainConfig, fit  # fastai: imported only when a label check runs
     t0, n = time.perf_counter(), len(ds.items)
     if folds < 2 or n < folds:
         raise ValueError(f"need at least 2 folds and as many images as folds, got {folds} folds for {n} images")
@@ -157,11 +181,7 @@ def out_of_fold(ds, folds: int = 5, model: str = "linear", size: int | None = 32
         if progress:
             progress(f, folds, f"label check: training fold {f + 1} of {folds}")
         t, held = time.perf_counter(), fid == f
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            done = fit(replace(small, split=held.astype(np.int8)),
-                       TrainConfig(model, epochs=epochs, size=small.size, seed=seed + f, bs=bs))
-        probs[held] = get_probs(done.net, small.images[held]).numpy()
+        probs[held] = fit_probs(small, held.astype(np.int8), np.flatnonzero(held), model, epochs, bs, seed + f)
         seconds.append(time.perf_counter() - t)
     return probs, {"folds": folds, "model": model, "size": small.size, "epochs": epochs, "bs": bs,
                    "fold_seconds": [round(s, 2) for s in seconds], "seconds": round(time.perf_counter() - t0, 2),
@@ -243,8 +263,9 @@ def odd_images(ds, small: np.ndarray | None = None) -> list[Odd]:
 def audit(ds, folds: int = 5, model: str = "linear", size: int | None = 32, epochs: int | None = None,
           seed: int = 0, trained=None, progress: Progress | None = None) -> AuditReport:
     """Everything above; folds=0: no label check. model, size, epochs: the per-fold model. trained (a model or valid
-    probabilities): valid accuracy without leaked images. progress(done, total, message)."""
-    t0, timings, total = time.perf_counter(), {}, 2 + max(folds, 0)
+    probabilities) scores the validation images with and without leaked copies; None: the per-fold model trained once
+    more on the dataset's own split. progress(done, total, message)."""
+    t0, timings, total = time.perf_counter(), {}, 3 + max(folds, 0)
 
     def step(done: int, msg: str, name: str | None = None) -> None:
         if name:  # the time since the last named step
@@ -265,8 +286,13 @@ def audit(ds, folds: int = 5, model: str = "linear", size: int | None = 32, epoc
                       thresholds={c: round(float(v), 4) for c, v in zip(ds.vocab, cl["thresholds"])})
         step(1 + folds, "looking for odd images", "label_issues")
     odd = odd_images(ds, small)
+    step(2 + max(folds, 0), "scoring the validation images with and without leaked copies", "odd")
+    if trained is None and folds and len(va := ds.idx("valid")) and len(ds.idx("train")):
+        small_ds = replace(ds, images=small if size == 32 else shrink(ds.images, size))
+        trained = fit_probs(small_ds, ds.split, va, model, labels["epochs"], labels["bs"], seed)
+        labels["reference"] = f"{model} at {small_ds.size} px trained on the dataset's own split"
     is_model = isinstance(trained, torch.nn.Module)
     leak = leakage(ds, groups, probs=None if is_model else trained, model=trained if is_model else None)
-    step(total, "done", "odd")
+    step(total, "done", "leakage")
     return AuditReport(ds.root, len(ds.items), groups, suspects, labels, imbalance(ds), odd, leak,
                        time.perf_counter() - t0, timings, probs)

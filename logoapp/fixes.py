@@ -216,6 +216,16 @@ def undo(root, all: bool = False) -> list[dict]:
     return done
 
 
+def renames(root, recs: list[dict], undone: bool = False) -> dict[str, str]:
+    """Where each moved file is now -> where it was before recs (changes made, oldest first, or undone, newest
+    first), as absolute paths: what data.reopen needs to reuse the images it decoded already."""
+    root, origin = Path(os.path.abspath(root)), {}
+    for r in recs:
+        src, dst = (r["to"], r["from"]) if undone else (r["from"], r["to"])
+        origin[str(root / dst)] = origin.pop(str(root / src), str(root / src))
+    return origin
+
+
 def zip_folder(root, out=None, include_excluded: bool = False) -> Path:
     """A zip of the dataset folder (as fixed: without _excluded/ and the log unless asked) next to it, or at out;
     an existing file is never replaced (a free name is taken)."""
