@@ -15,7 +15,8 @@ def _report(r, limit: int) -> None:
     print(f"\nduplicates: {len(groups)} groups of copies ({sum(g.exact for g in groups)} exact), {r.cross_split} "
           f"spanning splits, {sum(g.conflict for g in groups)} filed under different classes")
     if leak["reported"] is not None:
-        print(f"  validation accuracy {pct(leak['reported']).strip()}, {pct(leak['without_leaked']).strip()} without the "
+        acc, clean = pct(leak["reported"]).strip(), pct(leak["without_leaked"]).strip()
+        print(f"  validation accuracy {acc}, {clean} without the "
               f"{leak['n_leaked']} validation images that have a copy in train ({lab.get('reference', 'your model')})")
     for k, g in enumerate(groups[:limit], 1):
         print(f"  [{k}] {len(g.paths)} {'exact' if g.exact else 'near'} copies" + (" CONFLICT" if g.conflict else ""))
