@@ -45,9 +45,9 @@ def layout(ui: Ui, shared: Shared) -> None:
             exclude_btn = gr.Button("Exclude", scale=1, elem_id="exclude-btn")
             keep_btn = gr.Button("Keep as it is", scale=1, elem_id="keep-btn")
         with gr.Row(equal_height=False, elem_classes="la-align-end"):
-            check_log = gr.Markdown("", elem_id="check-log")
-            undo_btn = gr.Button("Undo last change", scale=0, min_width=170, elem_id="undo-btn")
-            undo_all_btn = gr.Button("Undo all", scale=0, min_width=110, elem_id="undo-all-btn")
+            check_log = gr.Markdown(_log_of(shared.ctx0), elem_id="check-log")
+            undo_btn = gr.Button("Undo last change", scale=0, min_width=200, elem_id="undo-btn")
+            undo_all_btn = gr.Button("Undo all", scale=0, min_width=120, elem_id="undo-all-btn")
             check_zip = gr.DownloadButton("Download the fixed zip", visible=False, scale=0, min_width=200)
     ui.add(folds=folds, fmodel=fmodel, check_btn=check_btn, check_md=check_md, show=show,
            check_gallery=check_gallery, check_item=check_item, check_class=check_class, relabel_btn=relabel_btn,
@@ -194,8 +194,13 @@ def _list(s: Session, show) -> Updates:
 
 
 def _log(s: Session) -> str:
-    ctx = s.data
-    return "" if ctx.name == "embedded crests" and not ctx.tmpdir else cv.changes_md(ctx.ds.root)
+    return _log_of(s.data)
+
+
+def _log_of(ctx: DataCtx) -> str:
+    if ctx.name == "embedded crests" and not ctx.tmpdir:
+        return "The built-in set is read-only: write a copy with `logoapp synth DIR` and load it to try fixes."
+    return cv.changes_md(ctx.ds.root)
 
 
 def _zip_button(s: Session):
