@@ -11,7 +11,7 @@ import warnings
 
 from .common import crests, load_avg, log, machine
 
-SECTIONS = ("train", "predict", "load", "memory", "ladder")
+SECTIONS = ("train", "predict", "load", "memory", "ladder", "audit")
 
 
 def datasets(quick: bool, only) -> dict:
@@ -49,6 +49,9 @@ def run(quick: bool, only=SECTIONS) -> dict:
             rows, ladder_figs, cnn = training.ladder(ds, quick)
             figs.update(ladder_figs)
             figs["time_to_98"] = training.time_to(cnn)
+        if "audit" in only:
+            from . import audit
+            figs.update(audit.run(quick)["figures"])
     info["load_avg_end"] = load_avg()
     return {"mode": "quick" if quick else "full", "machine": info, "figures": figs, "ladder": rows,
             "dataset": ds.summary()["n_images"] if ds is not None else None,

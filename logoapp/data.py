@@ -119,7 +119,7 @@ def _class_files(top: Path, bad: list[BadFile], notes: list[str]) -> dict[str, l
     """Class name -> image files under top/<class>/ (any depth); stray and non-image files reported."""
     out = {}
     for d in sorted(top.iterdir(), key=lambda p: p.name):
-        if d.name.startswith("."):
+        if d.name.startswith((".", "_")):  # hidden, or logoapp's own (_excluded/: images a fix set aside)
             continue
         if not d.is_dir():
             if d.suffix.lower() in IMAGE_EXTS:
@@ -143,7 +143,7 @@ def _class_files(top: Path, bad: list[BadFile], notes: list[str]) -> dict[str, l
 
 def _layout(root: Path, bad, notes) -> tuple[list[tuple[Path, str, int]], bool]:
     """(file, class, split) for every candidate image; split a Split code (-1: split later)."""
-    subs = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    subs = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))}
     if "train" in subs and any(k in subs for k in ("valid", "validation", "val", "test")):
         has_valid = any(k in subs for k in ("valid", "validation", "val"))
         rows = []
@@ -216,15 +216,19 @@ def _save_cache(key: str, meta: dict, images: np.ndarray) -> None:
         pass  # a read-only or full cache folder only costs speed
 
 
-def _decode_all(rows, size: int, channels: int, workers: int, progress) -> tuple[np.ndarray, list, list]:
+def _decode_all(rows, size: int, channels: int, workers: int, progress,
+                reuse: dict | None = None) -> tuple[np.ndarray, list, list]:
     """Decode every file into one preallocated uint8 array, in worker processes or threads (parallel.map_into);
-    one open per file gives both pixels and header."""
-    n = len(rows)
-    images = parallel.empty((n, size, size, channels), parallel.use_processes(n, workers))
+    one open per file gives both pixels and header. reuse: path -> (image, (width, height), mode) decoded before."""
+    n, reuse = len(rows), reuse or {}
+    images = parallel.empty((n, size, size, channels), parallel.use_processes(n - len(reuse), workers))
     paths = [str(r[0]) for r in rows]
 
     def one(i: int, out: np.ndarray):
         info = {}
+        if (old := reuse.get(paths[i])) is not None and old[0].shape == out.shape[1:]:
+            out[i] = old[0]
+            return None, {"width": old[1][0], "height": old[1][1], "mode": old[2]}
         try:
             decode(paths[i], size, channels, info, out=out[i])
             return None, info
@@ -267,9 +271,10 @@ def fit_size(sides, most: int | None = None) -> int:
 
 
 def open_dataset(path, size: int | None = None, valid_pct: float | None = None, seed: int | None = None,
-                 cache: bool = True, workers: int | None = None, progress=None) -> Dataset:
+                 cache: bool = True, workers: int | None = None, progress=None, reuse: dict | None = None) -> Dataset:
     """Open a folder of class sub-folders (or train/ + valid|validation|test/) as a Dataset. Images are stored as
-    size x size squares; with no size, at the images' own typical size, at most Settings.size (fit_size)."""
+    size x size squares; with no size, at the images' own typical size, at most Settings.size (fit_size).
+    reuse: path -> (image, size, mode) already decoded (reopen), used instead of decoding those files again."""
     s = Settings()
     valid_pct = s.valid_pct if valid_pct is None else valid_pct
     seed, workers = s.seed if seed is None else seed, workers or s.workers
@@ -300,7 +305,7 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
         sizes, modes = [tuple(x) for x in m["sizes"]], m["modes"]
     else:
         channels, sides = _probe(rows)
-        images, errors, infos = _decode_all(rows, size or fit_size(sides, s.size), channels, workers, progress)
+        images, errors, infos = _decode_all(rows, size or fit_size(sides, s.size), channels, workers, progress, reuse)
         keep = []
         for i, err in enumerate(errors):
             if err:
@@ -340,6 +345,16 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
         if n < 2:
             notes.append(f"class '{c}' has only {n} image: it is used for training only")
     return Dataset(str(root), vocab, items, labels, images, split, sizes, modes, bad, notes, presplit, seed, valid_pct)
+
+
+def reopen(ds: Dataset, renamed: dict[str, str] | None = None, cache: bool = True, progress=None) -> Dataset:
+    """ds's folder opened again after files moved in it (renamed: new path -> old path, e.g. fixes.renames): with
+    the same size, split settings and the images decoded already, so only files new to it are decoded."""
+    at = {p: i for i, p in enumerate(ds.items)}
+    back = {p: at[p] for p in ds.items} | {new: at[old] for new, old in (renamed or {}).items() if old in at}
+    reuse = {p: (ds.images[i], ds.sizes[i], ds.modes[i]) for p, i in back.items()}
+    return open_dataset(ds.root, size=ds.size, valid_pct=ds.valid_pct, seed=ds.seed, cache=cache, progress=progress,
+                        reuse=reuse)
 
 
 def embedded(size: int | None = None, valid_pct: float | None = None, seed: int | None = None,

@@ -49,8 +49,20 @@ def emit(obj) -> None:
 
 def open_data(args):
     from ..data import resolve
-    return resolve(args.data, size=getattr(args, "size", None), valid_pct=getattr(args, "valid_pct", None),
-                   seed=getattr(args, "seed", None), progress=bar("loading"))
+    ds = resolve(args.data, size=getattr(args, "size", None), valid_pct=getattr(args, "valid_pct", None),
+                 seed=getattr(args, "seed", None), progress=bar("loading"))
+    return group_split(ds) if getattr(args, "split", None) == "group" else ds
+
+
+def group_split(ds):
+    """ds with each group of near copies on one side of its split (--split group)."""
+    from ..audit import group_split as regroup
+    try:
+        ds, moved = regroup(ds)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    print(f"group split: {moved} image(s) moved to the side of their copies", file=sys.stderr)
+    return ds
 
 
 def pct(x) -> str:
@@ -81,7 +93,8 @@ def load_predictor(path):
         raise CliError(str(e)) from None
 
 
-def data_args(s, size="square size images are stored at (default: their own typical size, at most 140)"):
+def data_args(s, size="square size images are stored at (default: their own typical size, at most 140)",
+              split: bool = True):
     """DATA plus the options that say how to open it."""
     s.add_argument("data", metavar="DATA", help="image folder (class sub-folders or train/valid) or 'embedded'")
     if size:
@@ -89,4 +102,8 @@ def data_args(s, size="square size images are stored at (default: their own typi
     s.add_argument("--valid-pct", type=float, default=None,
                    help="validation fraction when not pre-split (default 0.2)")
     s.add_argument("--seed", type=int, default=None, help="random seed for the split (default 42)")
+    if split:
+        s.add_argument("--split", choices=["random", "group"], default="random",
+                       help="random (default), or group: near copies of one picture stay on one side of the split "
+                            "(no leakage from train into validation)")
     s.add_argument("--json", action="store_true", help="print one JSON object on stdout")

@@ -155,7 +155,7 @@ def add(sub):
 
     s = sub.add_parser("eval", help="score a saved model on a dataset")
     s.add_argument("model_dir", metavar="MODEL_DIR")
-    data_args(s, size=False)
+    data_args(s, size=False, split=False)
     s.add_argument("--split", choices=["valid", "train", "test", "all"], default="valid",
                    help="which images to score (default valid; 'all' for a separate test folder)")
     s.set_defaults(fn=cmd_eval)
