@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distrib
 from . import models as M
 from .events import Batch, Done, Epoch, Error, Event, Start
 
@@ -55,6 +56,7 @@ class TensorLoader:
         self.x, self.y = torch.from_numpy(images), torch.from_numpy(np.asarray(labels, np.int64))
         self.idx = torch.as_tensor(np.asarray(idx, np.int64))
         self.bs, self.shuffle, self.drop_last = bs, shuffle, drop_last and len(idx) > bs
+        self.sharded = shuffle and distrib.active()  # training under torchrun: this process's slice of each epoch
         self.gen = torch.Generator().manual_seed(seed)
         self.device = torch.device(device or "cpu")
         if self.device.type == "cuda" and self.x.nbytes < 2**31:  # the whole uint8 set fits: gather on the GPU
@@ -66,7 +68,8 @@ class TensorLoader:
         return len(self.idx)
 
     def __len__(self) -> int:
-        return self.n // self.bs if self.drop_last else -(-self.n // self.bs)
+        n = self.n // distrib.world() if self.sharded else self.n
+        return n // self.bs if self.drop_last else -(-n // self.bs)
 
     def to(self, device):
         self.device = torch.device(device)
@@ -76,6 +79,8 @@ class TensorLoader:
 
     def __iter__(self):
         idx = self.idx[torch.randperm(self.n, generator=self.gen)] if self.shuffle else self.idx
+        if self.sharded:
+            idx = distrib.shard(idx)  # the same permutation everywhere (same seed): disjoint slices
         pin = self.device.type == "cuda" and not self.x.is_cuda
         for i in range(len(self)):
             b = idx[i * self.bs:(i + 1) * self.bs].to(self.x.device)
@@ -93,7 +98,8 @@ def dataloaders(ds, bs: int, seed: int, device, size: int | None = None) -> Data
         keep = np.concatenate([tr, va])
         images, labels = M.resize_images(ds.images, size, keep), ds.labels[keep]
         tr, va = np.arange(len(tr)), np.arange(len(tr), len(keep))
-    train = TensorLoader(images, labels, tr, bs, shuffle=True, seed=seed, drop_last=True, device=device)
+    per_process = max(1, bs // distrib.world()) if distrib.active() else bs  # the global batch stays bs
+    train = TensorLoader(images, labels, tr, per_process, shuffle=True, seed=seed, drop_last=True, device=device)
     valid = TensorLoader(images, labels, va, bs * 2, device=device)
     return DataLoaders(train, valid, device=device)
 
@@ -214,8 +220,10 @@ def fit(ds, cfg: TrainConfig, emit: Callable[[Event], None] = lambda e: None, st
     from .evaluate import evaluate
     cfg = cfg.resolved()
     stop = stop or threading.Event()
+    if distrib.active() and distrib.rank() != 0:  # one of several processes: rank 0 reports and saves
+        emit, out = (lambda e: None), None
     ev = Events(emit, stop, cfg.epochs)
-    learn, info = make_learner(ds, cfg, cbs=[ev])
+    learn, info = make_learner(ds, cfg, cbs=[ev, distrib.DataParallel()] if distrib.active() else [ev])
     if info["pretrained"]:
         ev.total = cfg.epochs + 1  # fine_tune: one frozen epoch first
     emit(Start(model=cfg.model, config=asdict(cfg), n_train=int(len(ds.idx("train"))),
