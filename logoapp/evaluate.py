@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import ondisk
 from .data import Split
 
 EVAL_BS = 256
@@ -176,8 +177,8 @@ def evaluate(model: nn.Module, ds, split: str | Split = "valid", vocab: list[str
         keep, labels = align_vocab(vocab, ds)
         idx = idx[keep[idx]]
         targs = labels[idx]
-    images = ds.images[idx]
+    images = ondisk.rows(ds.images, idx)  # a memory-mapped cache: read a batch at a time, not copied whole
     if channels and channels != ds.channels and len(idx):
-        images = to_channels(images, channels)
+        images = to_channels(np.asarray(images[:]), channels)
     probs = get_probs(model, images, temperature=temperature) if len(idx) else torch.zeros(0, len(vocab))
     return Evaluation(vocab, probs.numpy(), targs, idx, ds.items, str(split))

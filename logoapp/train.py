@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import distrib
+from . import distrib, ondisk
 from . import models as M
 from .events import Batch, Done, Epoch, Error, Event, Start
 
@@ -53,7 +53,10 @@ class TensorLoader:
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, bs: int, shuffle: bool = False,
                  seed: int = 0, drop_last: bool = False, device=None):
-        self.x, self.y = torch.from_numpy(images), torch.from_numpy(np.asarray(labels, np.int64))
+        with warnings.catch_warnings():  # a memory-mapped cache is read-only: nothing here writes to it
+            warnings.simplefilter("ignore", UserWarning)
+            self.x, self.y = torch.from_numpy(images), torch.from_numpy(np.asarray(labels, np.int64))
+        self.pages = ondisk.Reader(images)  # a mapped cache: its pages leave this process's memory as batches pass
         self.idx = torch.as_tensor(np.asarray(idx, np.int64))
         self.bs, self.shuffle, self.drop_last = bs, shuffle, drop_last and len(idx) > bs
         self.sharded = shuffle and distrib.active()  # training under torchrun: this process's slice of each epoch
@@ -85,6 +88,7 @@ class TensorLoader:
         for i in range(len(self)):
             b = idx[i * self.bs:(i + 1) * self.bs].to(self.x.device)
             xb, yb = self.x[b], self.y[b]
+            self.pages.read(xb.nbytes)
             if pin:
                 xb, yb = xb.pin_memory(), yb.pin_memory()
             yield xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
