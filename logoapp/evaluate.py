@@ -13,6 +13,7 @@ from . import ondisk
 from .data import Split
 
 EVAL_BS = 256
+EVAL_VALUES = 2**25  # pixel values per evaluation batch at most (128 MB as float): 256 px RGBA -> 128
 TOP_LOSSES = 16    # top losses shown by the Evaluate tab and `logoapp eval`
 
 
@@ -22,6 +23,7 @@ def get_probs(model: nn.Module, images: np.ndarray, bs: int = EVAL_BS, device=No
     """uint8 (N, H, W, C) -> softmax probabilities (N, K), in batches, in eval mode; temperature: the model's stored
     calibration (calibrate.py), softmax(logits / T), which changes how sure it is but never which class wins."""
     model.eval()
+    bs = min(bs, max(1, EVAL_VALUES // max(1, int(np.prod(images.shape[1:])))))  # big images: smaller batches
     dev = device or next(iter(model.buffers()), torch.zeros(0)).device
     out = [F.softmax(model(torch.from_numpy(np.ascontiguousarray(images[i:i + bs])).to(dev)).float() / temperature,
                      1).cpu() for i in range(0, len(images), bs)]

@@ -95,16 +95,20 @@ class TensorLoader:
 
 
 def dataloaders(ds, bs: int, seed: int, device, size: int | None = None) -> DataLoaders:
-    """Train (shuffled, by seed) and valid loaders; images resized once to the model's size when it differs."""
+    """Train (shuffled, by seed) and valid loaders; images resized once to the model's size when it differs (in
+    memory; a memory-mapped cache is read a batch at a time)."""
     tr, va = ds.idx("train"), ds.idx("valid")
     images, labels = ds.images, ds.labels
-    if size and size != ds.size:  # only train and valid images, resized: tr and va become positions in them
+    # only train and valid images, resized once: tr and va become positions in them. Not for a memory-mapped cache:
+    # the model resizes each batch itself (identically: Prep.resize), so memory stays bounded by the batch
+    if size and size != ds.size and not ondisk.is_mapped(ds.images):
         keep = np.concatenate([tr, va])
         images, labels = M.resize_images(ds.images, size, keep), ds.labels[keep]
         tr, va = np.arange(len(tr)), np.arange(len(tr), len(keep))
     per_process = max(1, bs // distrib.world()) if distrib.active() else bs  # the global batch stays bs
     train = TensorLoader(images, labels, tr, per_process, shuffle=True, seed=seed, drop_last=True, device=device)
-    valid = TensorLoader(images, labels, va, bs * 2, device=device)
+    valid_bs = min(bs * 2, max(bs, 2**24 // max(1, images[0].size)))  # big images: no larger than a train batch
+    valid = TensorLoader(images, labels, va, valid_bs, device=device)
     return DataLoaders(train, valid, device=device)
 
 
@@ -112,8 +116,19 @@ def channel_stats(ds, n: int = 2048, seed: int = 0) -> tuple[list[float], list[f
     """Per-channel mean and std of (a sample of) the training images, for normalisation."""
     tr = ds.idx("train")
     pick = np.random.default_rng(seed).choice(tr, min(n, len(tr)), replace=False) if len(tr) else tr
-    x = torch.from_numpy(ds.images[np.sort(pick)]).float().div_(255).flatten(0, 2)
-    return x.mean(0).tolist(), x.std(0).clamp(min=1e-3).tolist()
+    pick, c = np.sort(pick), ds.channels
+    s, s2, n_px = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
+    step, pages = max(1, 2**22 // max(1, ds.images[0].size)), ondisk.Reader(ds.images)  # 4M values at a time
+    for i in range(0, len(pick), step):
+        block = ds.images[pick[i:i + step]]
+        pages.read(block.nbytes)
+        x = torch.from_numpy(block).flatten(0, 2).double().div_(255)
+        s, s2, n_px = s + x.sum(0), s2 + (x * x).sum(0), n_px + len(x)
+    if not n_px:
+        return [float("nan")] * c, [float("nan")] * c
+    mean = s / n_px
+    std = ((s2 - n_px * mean * mean) / max(1, n_px - 1)).clamp(min=0).sqrt()  # unbiased, as Tensor.std
+    return mean.float().tolist(), std.float().clamp(min=1e-3).tolist()
 
 
 def seed_everything(seed: int) -> None:

@@ -58,3 +58,10 @@ def test_training_on_the_map_matches_training_in_memory(folder):
     assert a.accuracy == b.accuracy
     for (k, p), q in zip(a.net.state_dict().items(), b.net.state_dict().values()):
         assert np.allclose(p.numpy(), q.numpy()), k
+
+
+def test_bigdata_benchmark_child_reports_its_figures(folder, tmp_path):
+    from benchmarks import bigdata
+    r = bigdata.child(str(folder), True)
+    assert r["mapped"] and r["n"] == 36 and r["cache_bytes"] > 0 and r["images_per_second"] > 0
+    assert r["peak_growth"] >= 0
