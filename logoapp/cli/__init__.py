@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     from ..images import ImageError
     from ..store import ModelError
     try:
+        args.argv = argv
         return args.fn(args) or 0
     except (CliError, DataError, ModelError, ImageError) as e:
         print(f"logoapp: error: {e}", file=sys.stderr)

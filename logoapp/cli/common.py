@@ -107,3 +107,44 @@ def data_args(s, size="square size images are stored at (default: their own typi
                        help="random (default), or group: near copies of one picture stay on one side of the split "
                             "(no leakage from train into validation)")
     s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def without(argv: list[str], flag: str) -> list[str]:
+    """argv without `flag VALUE` / `flag=VALUE`."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
+
+
+def distributed(cmd):
+    """cmd runs as one of several processes when torchrun (or accelerate) started it, or starts them itself for
+    --processes N: rank 0 opens the data first (so it is decoded and cached once), then every rank trains; only
+    rank 0 prints."""
+    import contextlib
+    import functools
+    import os
+
+    @functools.wraps(cmd)
+    def run(args):
+        from .. import distrib
+        if getattr(args, "processes", 1) > 1 and distrib.world() < 2:
+            return distrib.launch(args.processes, without(args.argv, "--processes"))
+        if not distrib.setup():
+            return cmd(args)
+        try:
+            if distrib.rank() == 0:
+                open_data(args)
+            distrib.barrier()
+            if distrib.rank() == 0:
+                return cmd(args)
+            with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+                return cmd(args)
+        finally:
+            distrib.cleanup()
+    return run
