@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from . import fixes
 from .audit import AuditReport, audit
-from .data import Dataset, reopen
+from .data import Dataset
+from .fixes import reopen
 
 SHOW = ("Label suspects", "Duplicate groups", "Odd images")
 LIMIT = 60  # thumbnails per list: the most suspicious first

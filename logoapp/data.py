@@ -380,16 +380,6 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
     return Dataset(str(root), vocab, items, labels, images, split, sizes, modes, bad, notes, presplit, seed, valid_pct)
 
 
-def reopen(ds: Dataset, renamed: dict[str, str] | None = None, cache: bool = True, progress=None) -> Dataset:
-    """ds's folder opened again after files moved in it (renamed: new path -> old path, e.g. fixes.renames): with
-    the same size, split settings and the images decoded already, so only files new to it are decoded."""
-    at = {p: i for i, p in enumerate(ds.items)}
-    back = {p: at[p] for p in ds.items} | {new: at[old] for new, old in (renamed or {}).items() if old in at}
-    reuse = {p: (ds.images[i], ds.sizes[i], ds.modes[i]) for p, i in back.items()}
-    return open_dataset(ds.root, size=ds.size, valid_pct=ds.valid_pct, seed=ds.seed, cache=cache, progress=progress,
-                        reuse=reuse, mmap=ondisk.is_mapped(ds.images))
-
-
 def embedded(size: int | None = None, valid_pct: float | None = None, seed: int | None = None,
              progress=None) -> Dataset:
     """The built-in crest set, generated once into the cache folder, opened like any folder."""

@@ -15,7 +15,8 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .data import SPLIT_FOLDERS
+from .data import SPLIT_FOLDERS, Dataset, open_dataset
+from .ondisk import is_mapped
 
 LOG = ".logoapp-changes.jsonl"
 EXCLUDED = "_excluded"
@@ -218,7 +219,7 @@ def undo(root, all: bool = False) -> list[dict]:
 
 def renames(root, recs: list[dict], undone: bool = False) -> dict[str, str]:
     """Where each moved file is now -> where it was before recs (changes made, oldest first, or undone, newest
-    first), as absolute paths: what data.reopen needs to reuse the images it decoded already."""
+    first), as absolute paths: what reopen needs to reuse the images it decoded already."""
     root, origin = Path(os.path.abspath(root)), {}
     for r in recs:
         src, dst = (r["to"], r["from"]) if undone else (r["from"], r["to"])
@@ -243,3 +244,13 @@ def zip_folder(root, out=None, include_excluded: bool = False) -> Path:
     except OSError as e:
         raise FixError(f"cannot write {out}: {e.strerror or e}") from None
     return out
+
+
+def reopen(ds: Dataset, renamed: dict[str, str] | None = None, cache: bool = True, progress=None) -> Dataset:
+    """ds's folder opened again after files moved in it (renamed: new path -> old path, e.g. fixes.renames): with
+    the same size, split settings and the images decoded already, so only files new to it are decoded."""
+    at = {p: i for i, p in enumerate(ds.items)}
+    back = {p: at[p] for p in ds.items} | {new: at[old] for new, old in (renamed or {}).items() if old in at}
+    reuse = {p: (ds.images[i], ds.sizes[i], ds.modes[i]) for p, i in back.items()}
+    return open_dataset(ds.root, size=ds.size, valid_pct=ds.valid_pct, seed=ds.seed, cache=cache, progress=progress,
+                        reuse=reuse, mmap=is_mapped(ds.images))

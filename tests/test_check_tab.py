@@ -16,7 +16,8 @@ import pytest
 from conftest import make_folder
 from logoapp import checkview as cv
 from logoapp import fixes
-from logoapp.data import open_dataset, reopen
+from logoapp.data import open_dataset
+from logoapp.fixes import reopen
 from logoapp.ui import Session
 from logoapp.ui.app import compose, start
 from logoapp.ui.tabs import check
