@@ -13,7 +13,7 @@ from . import ondisk
 from .data import Split
 
 EVAL_BS = 256
-EVAL_VALUES = 2**25  # pixel values per evaluation batch at most (128 MB as float): 256 px RGBA -> 128
+EVAL_VALUES = 2**24  # pixel values per evaluation batch at most (64 MB as float): 256 px RGBA -> 64
 TOP_LOSSES = 16    # top losses shown by the Evaluate tab and `logoapp eval`
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 SHARE = 0.5                 # auto: a cache larger than this share of the available memory is mapped, not loaded
-RELEASE_EVERY = 64 * 2**20  # bytes read from a map between two releases of its pages
+RELEASE_EVERY = 32 * 2**20  # bytes read from a map between two releases of its pages
 
 
 def available() -> int:
