@@ -13,7 +13,7 @@ import numpy as np
 
 from . import parallel
 from .config import Settings, cache_dir
-from .images import IMAGE_EXTS, ImageError, decode, header
+from .images import IMAGE_EXTS, ImageError, check_method, decode, header, typical_background
 
 CACHE_VERSION = 2  # bump when decoding or resizing changes the pixels, so caches are rebuilt
 
@@ -63,6 +63,7 @@ class Dataset:
     presplit: bool = False
     seed: int = 42
     valid_pct: float = 0.2
+    resize: str = "squish"       # how images were made square: squish, crop or pad (images.fit_square)
 
     @property
     def size(self) -> int:
@@ -75,6 +76,14 @@ class Dataset:
     @property
     def c(self) -> int:
         return len(self.vocab)
+
+    def background(self) -> tuple[int, int, int]:
+        """The colour the training images sit on (their typical border colour, else white): transparent inputs are
+        flattened on it at prediction time (stored in model.json as "background")."""
+        if not hasattr(self, "_background"):
+            tr = self.idx("train")
+            self._background = typical_background(self.images[tr if len(tr) else slice(None)])
+        return self._background
 
     def idx(self, name: str | Split) -> np.ndarray:
         """Indices of the 'train', 'valid' or 'test' split."""
@@ -95,7 +104,7 @@ class Dataset:
             "n_test": int((self.split == Split.TEST).sum()), "presplit": self.presplit,
             "sizes": dict(sizes.most_common(20)), "modes": dict(Counter(self.modes).most_common()),
             "bad": [{"path": b.path, "reason": b.reason} for b in self.bad], "notes": self.notes,
-            "memory_mb": round(self.images.nbytes / 2**20, 1),
+            "memory_mb": round(self.images.nbytes / 2**20, 1), "resize": self.resize,
         }
 
 
@@ -216,7 +225,8 @@ def _save_cache(key: str, meta: dict, images: np.ndarray) -> None:
         pass  # a read-only or full cache folder only costs speed
 
 
-def _decode_all(rows, size: int, channels: int, workers: int, progress) -> tuple[np.ndarray, list, list]:
+def _decode_all(rows, size: int, channels: int, workers: int, progress,
+                method: str = "squish") -> tuple[np.ndarray, list, list]:
     """Decode every file into one preallocated uint8 array, in worker processes or threads (parallel.map_into);
     one open per file gives both pixels and header."""
     n = len(rows)
@@ -226,7 +236,7 @@ def _decode_all(rows, size: int, channels: int, workers: int, progress) -> tuple
     def one(i: int, out: np.ndarray):
         info = {}
         try:
-            decode(paths[i], size, channels, info, out=out[i])
+            decode(paths[i], size, channels, info, out=out[i], method=method)
             return None, info
         except ImageError as e:
             return str(e), None
@@ -267,9 +277,10 @@ def fit_size(sides, most: int | None = None) -> int:
 
 
 def open_dataset(path, size: int | None = None, valid_pct: float | None = None, seed: int | None = None,
-                 cache: bool = True, workers: int | None = None, progress=None) -> Dataset:
+                 cache: bool = True, workers: int | None = None, progress=None, resize: str = "squish") -> Dataset:
     """Open a folder of class sub-folders (or train/ + valid|validation|test/) as a Dataset. Images are stored as
-    size x size squares; with no size, at the images' own typical size, at most Settings.size (fit_size)."""
+    size x size squares, made square by `resize` (squish, crop or pad); with no size, at the images' own typical
+    size, at most Settings.size (fit_size)."""
     s = Settings()
     valid_pct = s.valid_pct if valid_pct is None else valid_pct
     seed, workers = s.seed if seed is None else seed, workers or s.workers
@@ -280,6 +291,10 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
         raise DataError(f"not a folder: {root} (give a folder with one sub-folder per class)")
     if not 0 <= valid_pct < 1:
         raise DataError(f"valid fraction must be in [0, 1), got {valid_pct}")
+    try:
+        check_method(resize)
+    except ValueError as e:
+        raise DataError(str(e)) from None
     if size is not None and not 8 <= size <= 1024:
         raise DataError(f"image size must be between 8 and 1024 pixels, got {size}")
     bad, notes = [], []
@@ -291,7 +306,8 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
         raise DataError(f"no class folders with images in {root} (expected {root}/<class>/<images>)")
 
     n_layout_bad = len(bad)
-    key = _cache_key(rows, size or "fit")  # a fitted size needs no header pass to find its cache entry
+    # a fitted size needs no header pass to find its cache entry; squish keeps the keys of caches made before
+    key = _cache_key(rows, f"{size or 'fit'}" + ("" if resize == "squish" else f"|{resize}"))
     hit = _load_cache(key) if cache else None
     if hit:
         m, images = hit
@@ -300,7 +316,8 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
         sizes, modes = [tuple(x) for x in m["sizes"]], m["modes"]
     else:
         channels, sides = _probe(rows)
-        images, errors, infos = _decode_all(rows, size or fit_size(sides, s.size), channels, workers, progress)
+        images, errors, infos = _decode_all(rows, size or fit_size(sides, s.size), channels, workers, progress,
+                                            resize)
         keep = []
         for i, err in enumerate(errors):
             if err:
@@ -339,15 +356,16 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
         n = int((labels == k).sum())
         if n < 2:
             notes.append(f"class '{c}' has only {n} image: it is used for training only")
-    return Dataset(str(root), vocab, items, labels, images, split, sizes, modes, bad, notes, presplit, seed, valid_pct)
+    return Dataset(str(root), vocab, items, labels, images, split, sizes, modes, bad, notes, presplit, seed, valid_pct,
+                   resize)
 
 
 def embedded(size: int | None = None, valid_pct: float | None = None, seed: int | None = None,
-             progress=None) -> Dataset:
+             progress=None, resize: str = "squish") -> Dataset:
     """The built-in crest set, generated once into the cache folder, opened like any folder."""
     from .synth import default_dataset
     return open_dataset(default_dataset(progress=progress), size=size, valid_pct=valid_pct, seed=seed,
-                        progress=progress)
+                        progress=progress, resize=resize)
 
 
 def resolve(data, **kw) -> Dataset:

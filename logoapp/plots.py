@@ -299,19 +299,21 @@ def lr_finder(lrs: list[float], losses: list[float], suggested: float | None = N
 
 
 def metrics_table(history: list[dict]) -> pd.DataFrame:
-    """fastai's per-epoch table: epoch, train_loss, valid_loss, accuracy, time."""
-    rows = [(h["epoch"], round(h["train_loss"], 4), round(h["valid_loss"], 4), round(h["accuracy"], 4),
+    """fastai's per-epoch table, counted from 1 with accuracy in %: epoch, train_loss, valid_loss, accuracy %, time."""
+    rows = [(h["epoch"] + 1, round(h["train_loss"], 4), round(h["valid_loss"], 4), _pct(h["accuracy"]),
              f"{int(h['seconds'] // 60):02d}:{int(h['seconds'] % 60):02d}") for h in history]
-    return pd.DataFrame(rows, columns=["epoch", "train_loss", "valid_loss", "accuracy", "time"])
+    return pd.DataFrame(rows, columns=["epoch", "train_loss", "valid_loss", "accuracy %", "time"])
 
 
-def leaderboard(rows: list[dict]) -> pd.DataFrame:
-    """Every model of the session on the same validation split, best first."""
-    cols = ["model", "kind", "accuracy %", "train time", "parameters", "epochs", "input size"]
+def leaderboard(rows: list[dict], test: bool = False) -> pd.DataFrame:
+    """Every model of the session on the same validation split, best first; test: a column of their accuracy on the
+    test split too (blank for a model not yet scored on it)."""
+    cols = ["model", "kind", "accuracy %"] + (["test accuracy %"] if test else []) + \
+        ["train time", "parameters", "epochs", "input size"]
     out = []
     for r in sorted(rows, key=lambda r: -(r.get("accuracy") or 0)):
         s = r.get("seconds")
-        out.append((r["name"], r["arch"], round(100 * r["accuracy"], 1) if r.get("accuracy") is not None else None,
+        out.append((r["name"], r["arch"], _pct(r.get("accuracy")), *([_pct(r.get("test"))] if test else []),
                     "" if s is None else (f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"),
                     f"{r['n_params']:,}" if r.get("n_params") is not None else "",
                     r.get("epochs", "") if r.get("epochs") is not None else "", r.get("size", "") or ""))

@@ -50,7 +50,7 @@ def emit(obj) -> None:
 def open_data(args):
     from ..data import resolve
     return resolve(args.data, size=getattr(args, "size", None), valid_pct=getattr(args, "valid_pct", None),
-                   seed=getattr(args, "seed", None), progress=bar("loading"))
+                   seed=getattr(args, "seed", None), progress=bar("loading"), resize=getattr(args, "resize", "squish"))
 
 
 def pct(x) -> str:
@@ -81,7 +81,8 @@ def load_predictor(path):
         raise CliError(str(e)) from None
 
 
-def data_args(s, size="square size images are stored at (default: their own typical size, at most 140)"):
+def data_args(s, size="square size images are stored at (default: their own typical size, at most 140)",
+              resize: bool = True):
     """DATA plus the options that say how to open it."""
     s.add_argument("data", metavar="DATA", help="image folder (class sub-folders or train/valid) or 'embedded'")
     if size:
@@ -89,4 +90,8 @@ def data_args(s, size="square size images are stored at (default: their own typi
     s.add_argument("--valid-pct", type=float, default=None,
                    help="validation fraction when not pre-split (default 0.2)")
     s.add_argument("--seed", type=int, default=None, help="random seed for the split (default 42)")
+    if resize:
+        s.add_argument("--resize", choices=["squish", "crop", "pad"], default="squish",
+                       help="how images are made square: squish the whole image (default), crop its centre square, "
+                            "or pad it with black (transparent for RGBA) to a square")
     s.add_argument("--json", action="store_true", help="print one JSON object on stdout")

@@ -43,6 +43,7 @@ class Session:
         self.sel = 0
         self.running = False
         self.imported: str | None = None  # the model the last import added
+        self.eval_shown, self.eval_split = "", "valid"  # what the Evaluate tab shows: model and split
 
     def __deepcopy__(self, memo):  # gr.State copies its initial value per session: give each a fresh one
         return Session(self.shared)
@@ -61,7 +62,7 @@ class Session:
         old, self.ctx = self.ctx, ctx
         if old is not None and old is not ctx and old.tmpdir:
             tmpdirs.remove(old.tmpdir)
-        self.board, self.evals, self.sel = {}, {}, 0
+        self.board, self.evals, self.sel, self.eval_shown, self.eval_split = {}, {}, 0, "", "valid"
 
     def close(self) -> None:
         """Called by Gradio when the session's state is dropped: remove an unpacked zip, stop a run."""
