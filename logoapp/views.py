@@ -298,6 +298,29 @@ def explain_view(model, meta: dict, image, target=None) -> dict:
             "caption": f"{e.kind}: where the model found **{e.label}** (p={p:.0%}); red = most evidence"}
 
 
+def colour_name(rgb) -> str:
+    """'white', 'black' or '#rrggbb'."""
+    rgb = tuple(int(v) for v in rgb)
+    return "white" if min(rgb) >= 240 else "black" if max(rgb) <= 15 else "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def input_note(h, meta: dict) -> str:
+    """How Predict read an image (h: images.header of it) for a model: the resize method and sizes (the stored
+    square, then the model's own input size) and, for a transparent image and an RGB model, the background it was
+    flattened on."""
+    n, m = meta["data_size"], meta.get("size", meta["data_size"])
+    method = method_of(meta)
+    how = {"squish": "squished", "crop": "centre-cropped", "pad": "padded"}[method]
+    out = (f"Input {h.width}×{h.height} {h.mode} ({h.format}) → {how} to {n}×{n}"
+           + (f", then the model's {m}×{m}" if m != n else "") + f" {'RGBA' if meta['channels'] == 4 else 'RGB'}")
+    if h.alpha and meta["channels"] == 3:
+        learned = "background" in meta
+        out += (f"; transparent pixels flattened on {colour_name(background_of(meta))} "
+                + ("(the training images' background)" if learned else "(this model was saved without its "
+                   "training background)"))
+    return out + ", as in training."
+
+
 def unknown_note(r: dict, threshold: float | None) -> str:
     """The prediction note's unknown-input line for Predictor.predict(..., with_unknown=True)'s answer r, judged
     against threshold (the stored one unless moved); "" for a model without an unknown-input test."""
