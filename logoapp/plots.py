@@ -122,7 +122,7 @@ def counts_bar(counts: dict[str, dict[str, int]]) -> Figure:
     ax.invert_yaxis()
     _style(ax, "Images per class", "number of images", None)
     ax.grid(axis="y", visible=False)
-    ax.legend(title="split", fontsize=8, loc="lower right", framealpha=0.9)
+    ax.legend(title="split", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)  # off the bars
     return fig
 
 
@@ -136,16 +136,14 @@ def bad_table(summary: dict) -> pd.DataFrame:
     """Files left out and why, with paths shown relative to the dataset folder."""
     root = str(summary.get("root") or "").rstrip("/") + "/"
     rows = [(b["path"][len(root):] if b["path"].startswith(root) else b["path"], b["reason"]) for b in summary["bad"]]
-    rows = rows or [("(none)", "every file was readable")]
-    return pd.DataFrame(rows, columns=["file", "why it was left out"])
+    return pd.DataFrame(rows or [("(none)", "every file was readable")], columns=["file", "why it was left out"])
 
 
 def pixel_patch(patch: np.ndarray, x0: int = 0, y0: int = 0):
     """A small (n, n, C) uint8 patch as a table whose cells are coloured like the pixels and show their values."""
     n, m, _ = patch.shape
     shown = to_uint8(over(patch, "white"))
-    text = {"": [f"y={y0 + i}" for i in range(n)]}
-    css = {"": [""] * n}
+    text, css = {"": [f"y={y0 + i}" for i in range(n)]}, {"": [""] * n}
     for j in range(m):
         text[f"x={x0 + j}"] = [" ".join(str(int(v)) for v in patch[i, j]) for i in range(n)]
         col = []
@@ -190,7 +188,12 @@ def ideal_grid(means: np.ndarray, vocab: list[str], grey: np.ndarray | None = No
 
 
 def _short(name: str, n: int = 16) -> str:
-    return name if len(name) <= n else name[: n - 1] + "…"
+    """A class name for a plot: whole, wrapped onto two lines at a space, '-' or '_' when long (cut only beyond)."""
+    if len(name) <= n:
+        return name
+    cut = max((i for i, ch in enumerate(name[:n + 1]) if ch in " -_"), default=n - 1) + 1
+    rest = name[cut:]
+    return name[:cut].rstrip() + "\n" + (rest if len(rest) <= n else rest[: n - 1] + "…")
 
 
 def distance_hist(dists: np.ndarray, targs: np.ndarray, vocab: list[str], kind: str) -> Figure:
@@ -257,7 +260,7 @@ def loss_curves(batches: list[tuple[float, float]], epochs: list[tuple[float, fl
     if batches or epochs:
         ax.legend(fontsize=8)
     else:
-        ax.text(0.5, 0.5, "waiting for the first batch…", ha="center", va="center", color="#6b7280",
+        ax.text(0.5, 0.5, "the curves appear once training runs", ha="center", va="center", color="#6b7280",
                 transform=ax.transAxes)
     return fig
 
@@ -306,10 +309,9 @@ def metrics_table(history: list[dict]) -> pd.DataFrame:
 
 
 def leaderboard(rows: list[dict], test: bool = False) -> pd.DataFrame:
-    """Every model of the session on the same validation split, best first; test: a column of their accuracy on the
-    test split too (blank for a model not yet scored on it)."""
-    cols = ["model", "kind", "accuracy %"] + (["test accuracy %"] if test else []) + \
-        ["train time", "parameters", "epochs", "input size"]
+    """Every model of the session on the same validation split, best first; test: their test-split accuracy too."""
+    cols = ["model", "kind", "accuracy %", *(["test accuracy %"] * test), "train time", "parameters", "epochs",
+            "input size"]
     out = []
     for r in sorted(rows, key=lambda r: -(r.get("accuracy") or 0)):
         s = r.get("seconds")

@@ -157,7 +157,8 @@ def data_md(ctx: DataCtx) -> str:
     how = "from its train/valid folders" if s["presplit"] else f"random {ds.valid_pct:.0%} held out, seed {ds.seed}"
     lines = [f"### {html.escape(ctx.name)}",
              f"**{s['n_images']:,} images** in **{s['n_classes']} classes** · {split} ({how}) · "
-             f"stored as {s['image_size']}×{s['image_size']} {chans}, {s['memory_mb']} MB in memory"]
+             f"stored as {s['image_size']}×{s['image_size']} {chans}, made square by **{ds.resize}**, "
+             f"{s['memory_mb']} MB in memory"]
     if s["bad"]:
         lines.append(f"**{len(s['bad'])} file(s) could not be used**: see *Files left out* below.")
     for note in s["notes"][:8]:
@@ -232,12 +233,12 @@ def evaluate_on(model, meta: dict, ctx: DataCtx, split: str = "valid") -> Evalua
 
 def split_word(res: Evaluation) -> str:
     """'test' or 'validation': the images an Evaluation scored."""
-    return "test" if res.split == "test" else "validation"
+    return "test" if getattr(res, "split", "valid") == "test" else "validation"
 
 
 def eval_views(res: Evaluation, meta: dict, ctx: DataCtx, name: str, label: str) -> dict:
     ds = ctx.ds
-    col = "test" if res.split == "test" else "valid"
+    col = "test" if split_word(res) == "test" else "valid"
     n_valid = {c: ctx.summary["counts"][c][col] or ctx.summary["counts"][c]["test"] for c in ds.vocab}
     tops = [(ds.images[t["index"]], f"{t['actual']} → {t['predicted']}\np {t['probability']:.2f} · loss "
              f"{t['loss']:.2f}") for t in res.top_losses()]

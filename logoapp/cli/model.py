@@ -31,8 +31,9 @@ def cmd_train(args):
                 bar.n = e.epoch * e.n_iter + e.iter + 1
                 bar.set_postfix(loss=f"{e.train_loss:.3f}", acc=f"{e.train_acc:.3f}", refresh=True)
             elif isinstance(e, Epoch) and not args.json:
-                (bar.write if bar else print)(f"epoch {e.epoch}  train_loss {e.train_loss:.4f}  valid_loss "
-                                              f"{e.valid_loss:.4f}  accuracy {e.accuracy:.4f}  {e.seconds:.1f}s")
+                (bar.write if bar else print)(f"epoch {e.epoch + 1}/{e.n_epoch}  train_loss {e.train_loss:.4f}  "
+                                              f"valid_loss {e.valid_loss:.4f}  accuracy {pct(e.accuracy)}  "
+                                              f"{e.seconds:.1f}s")
             elif isinstance(e, Error):
                 raise CliError(f"training failed: {e.message}")
             elif isinstance(e, Done):

@@ -66,7 +66,8 @@ def layout(ui: Ui, shared: Shared) -> None:
             with gr.Column(scale=2):
                 sizes = gr.Dataframe(dv["sizes"], label="Original sizes and modes", interactive=False, max_height=260)
                 with gr.Accordion("Files left out", open=bool(ctx0.summary["bad"])):
-                    bad = gr.Dataframe(dv["bad"], interactive=False, wrap=True, max_height=260, show_label=False)
+                    bad = gr.Dataframe(dv["bad"], interactive=False, wrap=True, max_height=260, show_label=False,
+                                       column_widths=["40%", "60%"], elem_id="data-bad")
         gr.Markdown("### Browse the images\nClick a thumbnail to look at its pixels.")
         with gr.Row(equal_height=False, elem_classes="la-align-end"):
             cls = gr.Dropdown([ALL] + ds0.vocab, value=ALL, label="Class", scale=2)

@@ -68,7 +68,7 @@ def layout(ui: Ui, shared: Shared) -> None:
                         "class; here each class's weights are drawn as an image (averaged over the channels). "
                         "Red pixels add to the class's score when they are bright, blue ones subtract.")
             weights = gr.Plot(None, format="png", show_label=False, elem_id="linear-weights")
-        board = gr.Dataframe(board_df({}, ctx0), label="Leaderboard", interactive=False)
+        board = gr.Dataframe(board_df({}, ctx0), label="Leaderboard", interactive=False, elem_id="eval-board")
     ui.add(tab_eval=tab_eval, emodel=emodel, esplit=esplit, eval_btn=eval_btn, eval_md=eval_md, cm=cm,
            eval_table=eval_table, confused=confused, tops=tops, actual=actual, predicted=predicted, cell_md=cell_md,
            cell=cell, wgroup=wgroup,
