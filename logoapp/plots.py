@@ -396,5 +396,5 @@ def reliability(rep: dict) -> Figure:
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
     axes[0].legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"Reliability diagram ({rep['n']:,} validation images)", fontsize=11)
+    fig.suptitle(f"Reliability diagram ({rep['n']:,} {rep.get('images', 'validation')} images)", fontsize=11)
     return fig

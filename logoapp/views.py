@@ -345,7 +345,7 @@ def calibration_view(res: Evaluation, meta: dict) -> dict:
     t = meta.get("temperature")
     stored = isinstance(t, (int, float)) and not isinstance(t, bool)
     t = float(t) if stored else calibrate.temperature_from_logits(z, res.targs)
-    rep = calibrate.report(z, res.targs, t)
+    rep = {**calibrate.report(z, res.targs, t), "images": split_word(res)}
     how = "stored with the model" if stored else "fitted on these images"
     md = (f"**ECE** {rep['before']['ece']:.1%} → **{rep['after']['ece']:.1%}** after temperature scaling "
           f"(T = {t:.2f}, {how})")

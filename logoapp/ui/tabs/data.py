@@ -174,7 +174,7 @@ def refused(s: Session, e: Exception) -> Updates:
     """A load that failed: one readable line (escaped: names like <class> stay visible) in the load message and a
     toast; one line in the server's log; nothing else changes."""
     msg = str(e.message if isinstance(e, gr.Error) else e)
-    log.info("load refused: %s", plain(e) if not isinstance(e, gr.Error) else msg)
+    log.warning("load refused: %s", plain(e) if not isinstance(e, gr.Error) else msg)
     text = f"Could not load this dataset: {msg.rstrip('.')}. The previous dataset, {s.data.name}, is still loaded."
     gr.Warning(html.escape(text))
     return Updates(load_md=f"**{html.escape(text)}**")

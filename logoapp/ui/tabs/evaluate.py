@@ -1,5 +1,5 @@
-"""4 · Evaluate: a model on the validation split: accuracy, per class, confusion matrix, most confused pairs, top
-losses, the images of one confusion cell, a linear model's weights; the leaderboard."""
+"""4 · Evaluate: a model on the validation (or test) split: accuracy, per class, confusion matrix, most confused
+pairs, top losses, the images of one confusion cell, a linear model's weights; the leaderboard."""
 from __future__ import annotations
 
 import html
@@ -49,7 +49,7 @@ def layout(ui: Ui, shared: Shared) -> None:
         with gr.Row(equal_height=False):
             reliab = gr.Plot(ev["reliability"], format="png", show_label=False, scale=3, elem_id="reliability")
             calib_md = gr.Markdown(ev["calib_md"])
-        gr.Markdown("### Top losses\nThe validation images the model was most confidently wrong (or least sure) "
+        gr.Markdown("### Top losses\nThe images the model was most confidently wrong (or least sure) "
                     "about. Caption: **actual / predicted / probability / loss**.")
         tops = gr.Gallery(ev["tops"], columns=8, height="auto", format="png", allow_preview=True,
                           object_fit="contain", show_label=False, elem_id="top-losses", elem_classes="la-captions")
@@ -135,7 +135,7 @@ def on_eval(s: Session, model, split="valid") -> Updates:
         v = eval_views(res, meta, ctx, name, label)
         w = linear_weights_view(s.reg.get(name, ctx)[0], meta) if meta["arch"] == "linear" else None
     except (gr.Error, ViewError) as e:
-        log.info("evaluate %s: %s", name, e)
+        log.warning("evaluate %s refused: %s", name, e)
         gr.Warning(html.escape(f"Cannot evaluate {name}: {e}"))
         shown = s.eval_shown or L1[0]
         return Updates(emodel=shown) if shown != name else Updates()
