@@ -13,7 +13,7 @@ import numpy as np
 
 from . import parallel
 from .config import Settings, cache_dir
-from .images import IMAGE_EXTS, ImageError, check_method, decode, header, typical_background
+from .images import IMAGE_EXTS, RESIZE_METHODS, ImageError, decode, header, typical_background
 
 CACHE_VERSION = 2  # bump when decoding or resizing changes the pixels, so caches are rebuilt
 
@@ -291,10 +291,8 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
         raise DataError(f"not a folder: {root} (give a folder with one sub-folder per class)")
     if not 0 <= valid_pct < 1:
         raise DataError(f"valid fraction must be in [0, 1), got {valid_pct}")
-    try:
-        check_method(resize)
-    except ValueError as e:
-        raise DataError(str(e)) from None
+    if resize not in RESIZE_METHODS:
+        raise DataError(f"resize method must be one of {', '.join(RESIZE_METHODS)}, got {resize!r}")
     if size is not None and not 8 <= size <= 1024:
         raise DataError(f"image size must be between 8 and 1024 pixels, got {size}")
     bad, notes = [], []
