@@ -109,6 +109,8 @@ def error_badges(pg) -> int:
 def test_a_failed_load_keeps_the_previous_data_and_says_so(page, setup):
     tab(page, "data")
     page.get_by_label("zip upload").check()
+    expect(page.locator("#data-zip")).to_be_visible()
+    fix_shot(page, "zip-box")
     page.set_input_files("#data-zip input[type=file]", str(setup["empty"]))
     expect(page.locator("#load-msg")).to_contain_text("press Load dataset", timeout=20_000)
     page.locator("#load-btn").click()
@@ -180,6 +182,13 @@ def test_pad_resize_and_the_test_split(page, setup):
     page.set_input_files("#predict-image input[type=file]", str(setup["root"] / "crossed.png"))
     expect(page.locator("#predict-note")).to_contain_text("padded to", timeout=30_000)
     fix_shot(page, "predict-pad")
+    bad = setup["root"] / "refused.png"
+    bad.write_text("shopping list\n" * 20)
+    page.set_input_files("#predict-image input[type=file]", str(bad))   # a refused image: no note of the last one
+    expect(page.locator(".toast-body").first).to_contain_text("Cannot use this image", timeout=30_000)
+    idle(page)
+    expect(page.locator("#predict-note")).not_to_contain_text("as in training", timeout=10_000)
+    close_toasts(page)
 
 
 def csv_rows(pg) -> list[dict]:
@@ -214,4 +223,6 @@ def test_batch_predictions_download_as_csv_and_a_new_upload_replaces_them(page, 
     assert [r["file"] for r in csv_rows(page)] == ["batch1.png"]
     fix_shot(page, "batch-replaced")
     assert not page.errors, page.errors
-    assert "Traceback" not in page.server.output(), page.server.output()[-3000:]
+    log = page.server.output()   # users' mistakes (the refused load, pick and image): one line each, no traceback
+    assert "load refused:" in log and "refused: Cannot use this image" in log, log[-3000:]
+    assert "gradio.exceptions.Error" not in log and "raise gr.Error" not in log, log[-3000:]

@@ -34,6 +34,10 @@ CSS = """
 .dark .la-captions .caption-label {background: rgba(20, 20, 20, 0.8) !important}
 .la-captions .grid-wrap {min-height: 0 !important; max-height: none !important; height: auto !important;
   overflow-y: visible !important}
+.la-below .thumbnail-item {aspect-ratio: auto !important; height: auto !important; display: flex !important;
+  flex-direction: column !important}
+.la-below .thumbnail-item > img {aspect-ratio: 1 / 1; height: auto !important; flex: none}
+.la-below .caption-label {position: static !important; border: 0 !important; background: transparent !important}
 """
 
 

@@ -52,7 +52,8 @@ def layout(ui: Ui, shared: Shared) -> None:
         gr.Markdown("### Top losses\nThe images the model was most confidently wrong (or least sure) "
                     "about. Caption: **actual / predicted / probability / loss**.")
         tops = gr.Gallery(ev["tops"], columns=8, height="auto", format="png", allow_preview=True,
-                          object_fit="contain", show_label=False, elem_id="top-losses", elem_classes="la-captions")
+                          object_fit="contain", show_label=False, elem_id="top-losses",
+                          elem_classes=["la-captions", "la-below"])  # captions under the images, not over them
         theat, theat_md = heat_row("top-heatmap")
         gr.Markdown("### Look inside a cell of the confusion matrix\nPick its actual and predicted class, or "
                     "click a row of *Most confused*.")
@@ -61,7 +62,7 @@ def layout(ui: Ui, shared: Shared) -> None:
             predicted = gr.Dropdown(ctx0.ds.vocab, value=ev["predicted"], label="Predicted class")
         cell_md = gr.Markdown(ev["cell_md"])
         cell = gr.Gallery(ev["cell"], columns=10, height="auto", format="png", object_fit="contain", show_label=False,
-                          elem_classes="la-captions", elem_id="cell-gallery")
+                          elem_classes=["la-captions", "la-below"], elem_id="cell-gallery")
         cheat, cheat_md = heat_row("cell-heatmap")
         with gr.Column(visible=ev["weights_visible"]) as wgroup:
             gr.Markdown("### What the linear model learned\nIts weights are one number per pixel, channel and "
