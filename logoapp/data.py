@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from . import parallel
+from . import ondisk
 from .config import Settings, cache_dir
-from .images import IMAGE_EXTS, RESIZE_METHODS, ImageError, decode, header, typical_background
+from .images import IMAGE_EXTS, RESIZE_METHODS, ImageError, decode, header
 
 CACHE_VERSION = 2  # bump when decoding or resizing changes the pixels, so caches are rebuilt
 
@@ -77,14 +78,6 @@ class Dataset:
     def c(self) -> int:
         return len(self.vocab)
 
-    def background(self) -> tuple[int, int, int]:
-        """The colour the training images sit on (their typical border colour, else white): transparent inputs are
-        flattened on it at prediction time (stored in model.json as "background")."""
-        if not hasattr(self, "_background"):
-            tr = self.idx("train")
-            self._background = typical_background(self.images[tr if len(tr) else slice(None)])
-        return self._background
-
     def idx(self, name: str | Split) -> np.ndarray:
         """Indices of the 'train', 'valid' or 'test' split."""
         return np.flatnonzero(self.split == Split.of(name))
@@ -128,7 +121,7 @@ def _class_files(top: Path, bad: list[BadFile], notes: list[str]) -> dict[str, l
     """Class name -> image files under top/<class>/ (any depth); stray and non-image files reported."""
     out = {}
     for d in sorted(top.iterdir(), key=lambda p: p.name):
-        if d.name.startswith("."):
+        if d.name.startswith((".", "_")):  # hidden, or logoapp's own (_excluded/: images a fix set aside)
             continue
         if not d.is_dir():
             if d.suffix.lower() in IMAGE_EXTS:
@@ -152,7 +145,7 @@ def _class_files(top: Path, bad: list[BadFile], notes: list[str]) -> dict[str, l
 
 def _layout(root: Path, bad, notes) -> tuple[list[tuple[Path, str, int]], bool]:
     """(file, class, split) for every candidate image; split a Split code (-1: split later)."""
-    subs = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    subs = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))}
     if "train" in subs and any(k in subs for k in ("valid", "validation", "val", "test")):
         has_valid = any(k in subs for k in ("valid", "validation", "val"))
         rows = []
@@ -196,14 +189,14 @@ def _cache_key(rows, size: int | str) -> str:
     return h.hexdigest()[:20]
 
 
-def _load_cache(key: str):
+def _load_cache(key: str, mapped: bool | None = None):
     d = cache_dir() / "datasets"
     meta, arr = d / f"{key}.json", d / f"{key}.npy"
     if not (meta.exists() and arr.exists()):
         return None
     try:
         m = json.loads(meta.read_text())
-        images = np.load(arr, allow_pickle=False)
+        images = ondisk.load(arr, ondisk.wanted(arr.stat().st_size, mapped))
         if images.shape[0] != len(m["items"]):
             return None
         return m, images
@@ -211,30 +204,53 @@ def _load_cache(key: str):
         return None
 
 
-def _save_cache(key: str, meta: dict, images: np.ndarray) -> None:
+def _save_cache(key: str, meta: dict, images: np.ndarray, written: Path | None = None) -> Path | None:
+    """Write a cache entry (atomically: concurrent writers each write their own temporary file, the last rename
+    wins with identical content); written: the images sit in this .npy already (a mapped decode), moved, not
+    copied. Returns the entry's .npy, or None when the cache folder cannot be written."""
     d = cache_dir() / "datasets"
     try:
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f".{key}.{os.getpid()}.tmp.npy"
-        np.save(tmp, images)
+        tmp = written or d / f".{key}.{os.getpid()}.tmp.npy"
+        if written is None:
+            np.save(tmp, images)
         os.replace(tmp, d / f"{key}.npy")
         tmp = d / f".{key}.{os.getpid()}.tmp.json"
         tmp.write_text(json.dumps(meta))
         os.replace(tmp, d / f"{key}.json")  # json last: a cache entry is complete only when both exist
+        return d / f"{key}.npy"
     except OSError:
-        pass  # a read-only or full cache folder only costs speed
+        return None  # a read-only or full cache folder only costs speed
 
 
-def _decode_all(rows, size: int, channels: int, workers: int, progress,
-                method: str = "squish") -> tuple[np.ndarray, list, list]:
-    """Decode every file into one preallocated uint8 array, in worker processes or threads (parallel.map_into);
-    one open per file gives both pixels and header."""
-    n = len(rows)
-    images = parallel.empty((n, size, size, channels), parallel.use_processes(n, workers))
+def _spill(key: str, shape: tuple, flag: bool | None) -> Path | None:
+    """Where to decode a set too large for memory (a temporary .npy in the cache folder), or None: in memory."""
+    if not ondisk.wanted(int(np.prod(shape)), flag):
+        return None
+    d = cache_dir() / "datasets"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return d / f".{key}.{os.getpid()}.spill.npy"
+
+
+def _decode_all(rows, size: int, channels: int, workers: int, progress, reuse: dict | None = None,
+                out: np.ndarray | None = None, method: str = "squish") -> tuple[np.ndarray, list, list]:
+    """Decode every file into one preallocated uint8 array (or out: a mapped file), in worker processes or threads
+    (parallel.map_into); one open per file gives both pixels and header. reuse: path -> (image, (width, height),
+    mode) decoded before."""
+    n, reuse = len(rows), reuse or {}
+    images = out if out is not None else parallel.empty((n, size, size, channels),
+                                                        parallel.use_processes(n - len(reuse), workers))
+    pages = ondisk.Reader(images)  # a mapped file: written pages leave this process's memory as it goes
     paths = [str(r[0]) for r in rows]
 
     def one(i: int, out: np.ndarray):
         info = {}
+        if (old := reuse.get(paths[i])) is not None and old[0].shape == out.shape[1:]:
+            out[i] = old[0]
+            return None, {"width": old[1][0], "height": old[1][1], "mode": old[2]}
         try:
             decode(paths[i], size, channels, info, out=out[i], method=method)
             return None, info
@@ -244,6 +260,7 @@ def _decode_all(rows, size: int, channels: int, workers: int, progress,
             return f"cannot decode image ({type(e).__name__}: {e})", None
 
     def report(done: int) -> None:
+        pages.read(images[0].nbytes * parallel.STEP)
         if progress and (done % 64 < parallel.STEP or done == n):
             progress(done, n, "decoding images")
 
@@ -276,11 +293,40 @@ def fit_size(sides, most: int | None = None) -> int:
     return int(min(most, max(16, np.median(sides)))) if len(sides) else most
 
 
+def _decode_folder(rows, size, key, bad, n_layout_bad, cache, mmap, workers, progress, reuse, resize):
+    """open_dataset's files not in the cache, decoded (and cached): images, items, classes, splits, sizes, modes."""
+    channels, sides = _probe(rows)
+    side = size or fit_size(sides, Settings().size)
+    spill = _spill(key, (len(rows), side, side, channels), mmap) if cache else None
+    images, errors, infos = _decode_all(rows, side, channels, workers, progress, reuse,
+                                        None if spill is None else ondisk.create(spill, (len(rows), side, side,
+                                                                                          channels)), resize)
+    keep = [i for i, err in enumerate(errors) if not err]
+    bad += [BadFile(str(rows[i][0]), err) for i, err in enumerate(errors) if err]
+    for n, i in enumerate(keep):
+        if n != i:
+            images[n] = images[i]  # compact in place: no second copy of the array
+    images = images[:len(keep)]
+    items, classes, splits = [str(rows[i][0]) for i in keep], [rows[i][1] for i in keep], [rows[i][2] for i in keep]
+    sizes, modes = [(infos[i]["width"], infos[i]["height"]) for i in keep], [infos[i]["mode"] for i in keep]
+    if spill is not None and len(keep) < len(rows):
+        spill = ondisk.first_rows(images, spill)  # a file as long as the images kept
+    if cache and items:
+        saved = _save_cache(key, {"items": items, "classes": classes, "splits": splits, "sizes": sizes,
+                                  "modes": modes, "bad": [b.__dict__ for b in bad[n_layout_bad:]]}, images, spill)
+        if spill is not None:
+            images = ondisk.load(saved or spill, True)
+    return images, items, classes, splits, sizes, modes
+
+
 def open_dataset(path, size: int | None = None, valid_pct: float | None = None, seed: int | None = None,
-                 cache: bool = True, workers: int | None = None, progress=None, resize: str = "squish") -> Dataset:
+                 cache: bool = True, workers: int | None = None, progress=None, reuse: dict | None = None,
+                 mmap: bool | None = None, resize: str = "squish") -> Dataset:
     """Open a folder of class sub-folders (or train/ + valid|validation|test/) as a Dataset. Images are stored as
-    size x size squares, made square by `resize` (squish, crop or pad); with no size, at the images' own typical
-    size, at most Settings.size (fit_size)."""
+    size x size squares, made square by `resize` (squish, crop or pad); with no size, at their own typical size.
+    reuse: path -> (image, size, mode) already decoded (reopen), used instead of decoding those files again.
+    mmap: keep the images in the on-disk cache, memory-mapped read-only, rather than in memory (None: when the
+    cache would take more than half the available memory, or as LOGOAPP_MMAP=1/0 says; needs cache=True)."""
     s = Settings()
     valid_pct = s.valid_pct if valid_pct is None else valid_pct
     seed, workers = s.seed if seed is None else seed, workers or s.workers
@@ -291,10 +337,10 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
         raise DataError(f"not a folder: {root} (give a folder with one sub-folder per class)")
     if not 0 <= valid_pct < 1:
         raise DataError(f"valid fraction must be in [0, 1), got {valid_pct}")
-    if resize not in RESIZE_METHODS:
-        raise DataError(f"resize method must be one of {', '.join(RESIZE_METHODS)}, got {resize!r}")
     if size is not None and not 8 <= size <= 1024:
         raise DataError(f"image size must be between 8 and 1024 pixels, got {size}")
+    if resize not in RESIZE_METHODS:
+        raise DataError(f"resize method must be one of {', '.join(RESIZE_METHODS)}, got {resize!r}")
     bad, notes = [], []
     try:
         rows, presplit = _layout(root, bad, notes)
@@ -304,35 +350,16 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
         raise DataError(f"no class folders with images in {root} (expected {root}/<class>/<images>)")
 
     n_layout_bad = len(bad)
-    # a fitted size needs no header pass to find its cache entry; squish keeps the keys of caches made before
-    key = _cache_key(rows, f"{size or 'fit'}" + ("" if resize == "squish" else f"|{resize}"))
-    hit = _load_cache(key) if cache else None
+    key = _cache_key(rows, f"{size or 'fit'}" + ("" if resize == "squish" else f"|{resize}"))  # squish: old keys
+    hit = _load_cache(key, mmap) if cache else None
     if hit:
         m, images = hit
         bad += [BadFile(**b) for b in m["bad"]]
         items, classes, splits = m["items"], m["classes"], m["splits"]
         sizes, modes = [tuple(x) for x in m["sizes"]], m["modes"]
     else:
-        channels, sides = _probe(rows)
-        images, errors, infos = _decode_all(rows, size or fit_size(sides, s.size), channels, workers, progress,
-                                            resize)
-        keep = []
-        for i, err in enumerate(errors):
-            if err:
-                bad.append(BadFile(str(rows[i][0]), err))
-            else:
-                if len(keep) != i:
-                    images[len(keep)] = images[i]  # compact in place: no second copy of the array
-                keep.append(i)
-        images = images[:len(keep)]
-        items = [str(rows[i][0]) for i in keep]
-        classes = [rows[i][1] for i in keep]
-        splits = [rows[i][2] for i in keep]
-        sizes = [(infos[i]["width"], infos[i]["height"]) for i in keep]
-        modes = [infos[i]["mode"] for i in keep]
-        if cache and items:
-            _save_cache(key, {"items": items, "classes": classes, "splits": splits, "sizes": sizes, "modes": modes,
-                              "bad": [b.__dict__ for b in bad[n_layout_bad:]]}, images)
+        images, items, classes, splits, sizes, modes = _decode_folder(rows, size, key, bad, n_layout_bad, cache,
+                                                                      mmap, workers, progress, reuse, resize)
 
     bad.sort(key=lambda b: b.path)
     vocab = sorted(set(classes))

@@ -148,10 +148,17 @@ def _check_input(m: dict, folder) -> None:
         raise ModelError(f"model.json in {folder} has an invalid resize method (one of {', '.join(RESIZE_METHODS)})")
 
 
-def input_meta(ds) -> dict:
+def input_meta(ds, n: int = 512) -> dict:
     """What model.json records about how a dataset's images were read, for prediction to do the same: the
-    background transparent inputs are flattened on and the resize method."""
-    return {"background": list(ds.background()), "resize": getattr(ds, "resize", "squish")}
+    background transparent inputs are flattened on (images.typical_background of up to n training images) and the
+    resize method."""
+    import numpy as np
+
+    from .images import typical_background
+    tr = ds.idx("train")
+    tr = tr if len(tr) else np.arange(len(ds.items))
+    pick = np.sort(tr[::max(1, len(tr) // n)])  # a sample read from the cache, never every image (mapped caches)
+    return {"background": list(typical_background(ds.images[pick])), "resize": getattr(ds, "resize", "squish")}
 
 
 def _check_calibration(m: dict, folder) -> None:

@@ -37,8 +37,8 @@ def crests_on(root, colour, fmt="png"):
 def test_the_background_is_learned_from_the_training_images_borders(tmp_path, colour):
     ds = open_dataset(crests_on(tmp_path / "d", colour), cache=False)
     assert ds.channels == 3
-    assert np.abs(np.array(ds.background()) - colour).max() <= 3
-    assert store.input_meta(ds) == {"background": list(ds.background()), "resize": "squish"}
+    meta = store.input_meta(ds)
+    assert np.abs(np.array(meta["background"]) - colour).max() <= 3 and meta["resize"] == "squish"
 
 
 def test_no_typical_border_colour_means_white():

@@ -64,7 +64,8 @@ def test_uploaded_zip_names_lose_zip_in_model_names(tiny):
 
 def test_evaluate_scores_the_test_split_and_the_leaderboard_shows_it(shared, tmp_path):
     s = Session(shared)
-    data.on_load(s, data.FOLDER, str(presplit(tmp_path / "p")), None, 16, 0.2, 42, "crop", progress=quiet)
+    data.on_load(s, data.FOLDER, str(presplit(tmp_path / "p")), None, 16, 0.2, 42, resize="crop",
+                 progress=quiet)
     assert s.ctx.ds.resize == "crop" and s.ctx.has_test
     assert evaluate.refresh(s)["esplit"]["visible"] is True
     out = evaluate.on_eval(s, evaluate.L1[0], "test")

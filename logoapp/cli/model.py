@@ -7,7 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .common import CliError, bar, data_args, emit, load_predictor, open_data, pct, per_class_table
+from .common import CliError, bar, data_args, distributed, emit, load_predictor, open_data, pct, per_class_table
 
 
 def cmd_train(args):
@@ -157,11 +157,14 @@ def add(sub):
     s.add_argument("--no-aug", action="store_true", help="turn augmentation off")
     s.add_argument("--out", default=None, help="model folder to write (default models/<model>)")
     s.add_argument("--models", default=None, help="models folder for the default --out (default ./models)")
-    s.set_defaults(fn=cmd_train)
+    s.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="train as N processes on this machine (PyTorch DDP: gloo on CPUs, NCCL on GPUs); the same "
+                        "as `torchrun --nproc-per-node N -m logoapp train ...`")
+    s.set_defaults(fn=distributed(cmd_train))
 
     s = sub.add_parser("eval", help="score a saved model on a dataset")
     s.add_argument("model_dir", metavar="MODEL_DIR")
-    data_args(s, size=False, resize=False)
+    data_args(s, size=False, split=False, resize=False)
     s.add_argument("--split", choices=["valid", "train", "test", "all"], default="valid",
                    help="which images to score (default valid; test: the test/ folder of a pre-split train/valid/test "
                         "folder; 'all' for a separate test folder); images are read as the model's were (its size "

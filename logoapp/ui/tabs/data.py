@@ -55,6 +55,8 @@ def layout(ui: Ui, shared: Shared) -> None:
                                      f"square; 0 = the images' own size, at most {st.size})", elem_id="opt-size")
                 opt_valid = gr.Slider(0.05, 0.5, value=st.valid_pct, step=0.05, label="Validation fraction")
                 opt_seed = gr.Number(value=st.seed, precision=0, label="Split seed")
+                opt_group = gr.Checkbox(False, label="Keep copies together (group split)", elem_id="opt-group",
+                                        info="near copies of one picture stay on one side of a random split")
             opt_resize = gr.Radio([(RESIZE_HELP[m], m) for m in RESIZE_METHODS], value=ds0.resize,
                                   label="Make images square by", elem_id="opt-resize",
                                   info="Stored with every model trained on this data; prediction does the same.")
@@ -91,7 +93,7 @@ def layout(ui: Ui, shared: Shared) -> None:
             aug_btn = gr.Button("Show another random batch", scale=0, min_width=220)
         aug_plot = gr.Plot(dv["augment"], format="png", show_label=False)
     ui.add(source=source, path=path, zfile=zfile, opt_size=opt_size, opt_valid=opt_valid, opt_seed=opt_seed,
-           opt_resize=opt_resize, load_md=load_md, load_btn=load_btn,
+           opt_group=opt_group, opt_resize=opt_resize, load_md=load_md, load_btn=load_btn,
            data_summary=data_summary, counts=counts, sizes=sizes, bad=bad, cls=cls, page=page,
            page_md=page_md, gallery=gallery, big=big, info=info, px=px, py=py, patch=patch, aug_btn=aug_btn,
            aug_plot=aug_plot)
@@ -103,7 +105,7 @@ def wire(ui: Ui) -> None:
     everything = ["session"] + [n for tab in modules() for n in tab.REFRESHES] + ["result"]
     ui.on("zfile.upload", on_zip_uploaded, "zfile", "load_md", **quiet)
     ui.on("load_btn.click", on_load, ["session", "source", "path", "zfile", "opt_size", "opt_valid", "opt_seed",
-                                      "opt_resize"], everything + ["load_md"],
+                                      "opt_group", "opt_resize"], everything + ["load_md"],
           api_name="load_data", concurrency_id="data", concurrency_limit=1)
     ui.on("cls.change", on_class, ["session", "cls"], ["gallery", "page", "page_md"], **quiet)
     ui.on("page.release", on_page, ["session", "cls", "page"], ["gallery", "page", "page_md"], **quiet,
@@ -133,20 +135,23 @@ def on_source(choice) -> Updates:
     return Updates(path=gr.update(visible=choice == FOLDER), zfile=gr.update(visible=choice == ZIP))
 
 
-def on_load(s: Session, source, folder_path, zip_file, size, valid_fraction, seed, resize="squish",
-            progress=gr.Progress()):
+def on_load(s: Session, source, folder_path, zip_file, size, valid_fraction, seed, group_split=False,
+            resize="squish", progress=gr.Progress()):
     """Load the chosen dataset into this session and refresh every tab. A dataset that cannot be loaded leaves
     everything as it was, says why in one line and that the previous data is still loaded."""
     if source == ZIP and zip_file:
         zip_file = upload(zip_file)  # a request naming a file it did not upload is refused outright
     try:
         ds, name, tmp = load_choice(s, source, folder_path, zip_file, size, valid_fraction, seed, resize, progress)
+        note = ""
+        if group_split:
+            ds, note = _grouped(ds if ds is not None else s.shared.ctx0.ds, tmp)
     except (gr.Error, datamod.DataError) as e:
         return refused(s, e)
     s.use(DataCtx(ds, name, tmp) if ds is not None else None)
     progress(0.9, desc="computing the ideal images")
     ctx = s.data
-    done = f"Loaded **{html.escape(ctx.name)}**: {len(ctx.ds.items):,} images, {ctx.ds.c} classes."
+    done = f"Loaded **{html.escape(ctx.name)}**: {len(ctx.ds.items):,} images, {ctx.ds.c} classes.{note}"
     return refresh_all(s) | Updates(session=s, result=done, load_md=done)
 
 
@@ -216,6 +221,17 @@ def open_choice(shared: Shared, choice, folder_text, zpath, tmp, **kw) -> tuple[
                            and (kw["size"] == ds0.size or (kw["size"] is None and shared.size is None))):
         return None, shared.ctx0.name  # the start-up set again (the same request as start-up): share it
     return datamod.resolve(None, **kw), EMBEDDED
+
+
+def _grouped(ds, tmp) -> tuple[datamod.Dataset, str]:
+    """The group split of ds (audit.group_split), and a sentence saying what it did."""
+    from ...audit import group_split
+    try:
+        ds, moved = group_split(ds)
+    except ValueError as e:
+        tmpdirs.remove(tmp)
+        raise gr.Error(str(e)) from None
+    return ds, f" Group split: {moved} image(s) moved to the side of their copies."
 
 
 def on_class(s: Session, c) -> Updates:
