@@ -14,7 +14,7 @@ import numpy as np
 from . import parallel
 from . import ondisk
 from .config import Settings, cache_dir
-from .images import IMAGE_EXTS, ImageError, decode, header
+from .images import IMAGE_EXTS, RESIZE_METHODS, ImageError, decode, header
 
 CACHE_VERSION = 2  # bump when decoding or resizing changes the pixels, so caches are rebuilt
 
@@ -64,6 +64,7 @@ class Dataset:
     presplit: bool = False
     seed: int = 42
     valid_pct: float = 0.2
+    resize: str = "squish"       # how images were made square: squish, crop or pad (images.fit_square)
 
     @property
     def size(self) -> int:
@@ -96,7 +97,7 @@ class Dataset:
             "n_test": int((self.split == Split.TEST).sum()), "presplit": self.presplit,
             "sizes": dict(sizes.most_common(20)), "modes": dict(Counter(self.modes).most_common()),
             "bad": [{"path": b.path, "reason": b.reason} for b in self.bad], "notes": self.notes,
-            "memory_mb": round(self.images.nbytes / 2**20, 1),
+            "memory_mb": round(self.images.nbytes / 2**20, 1), "resize": self.resize,
         }
 
 
@@ -235,7 +236,7 @@ def _spill(key: str, shape: tuple, flag: bool | None) -> Path | None:
 
 
 def _decode_all(rows, size: int, channels: int, workers: int, progress, reuse: dict | None = None,
-                out: np.ndarray | None = None) -> tuple[np.ndarray, list, list]:
+                out: np.ndarray | None = None, method: str = "squish") -> tuple[np.ndarray, list, list]:
     """Decode every file into one preallocated uint8 array (or out: a mapped file), in worker processes or threads
     (parallel.map_into); one open per file gives both pixels and header. reuse: path -> (image, (width, height),
     mode) decoded before."""
@@ -251,7 +252,7 @@ def _decode_all(rows, size: int, channels: int, workers: int, progress, reuse: d
             out[i] = old[0]
             return None, {"width": old[1][0], "height": old[1][1], "mode": old[2]}
         try:
-            decode(paths[i], size, channels, info, out=out[i])
+            decode(paths[i], size, channels, info, out=out[i], method=method)
             return None, info
         except ImageError as e:
             return str(e), None
@@ -292,11 +293,37 @@ def fit_size(sides, most: int | None = None) -> int:
     return int(min(most, max(16, np.median(sides)))) if len(sides) else most
 
 
+def _decode_folder(rows, size, key, bad, n_layout_bad, cache, mmap, workers, progress, reuse, resize):
+    """open_dataset's files not in the cache, decoded (and cached): images, items, classes, splits, sizes, modes."""
+    channels, sides = _probe(rows)
+    side = size or fit_size(sides, Settings().size)
+    spill = _spill(key, (len(rows), side, side, channels), mmap) if cache else None
+    images, errors, infos = _decode_all(rows, side, channels, workers, progress, reuse,
+                                        None if spill is None else ondisk.create(spill, (len(rows), side, side,
+                                                                                          channels)), resize)
+    keep = [i for i, err in enumerate(errors) if not err]
+    bad += [BadFile(str(rows[i][0]), err) for i, err in enumerate(errors) if err]
+    for n, i in enumerate(keep):
+        if n != i:
+            images[n] = images[i]  # compact in place: no second copy of the array
+    images = images[:len(keep)]
+    items, classes, splits = [str(rows[i][0]) for i in keep], [rows[i][1] for i in keep], [rows[i][2] for i in keep]
+    sizes, modes = [(infos[i]["width"], infos[i]["height"]) for i in keep], [infos[i]["mode"] for i in keep]
+    if spill is not None and len(keep) < len(rows):
+        spill = ondisk.first_rows(images, spill)  # a file as long as the images kept
+    if cache and items:
+        saved = _save_cache(key, {"items": items, "classes": classes, "splits": splits, "sizes": sizes,
+                                  "modes": modes, "bad": [b.__dict__ for b in bad[n_layout_bad:]]}, images, spill)
+        if spill is not None:
+            images = ondisk.load(saved or spill, True)
+    return images, items, classes, splits, sizes, modes
+
+
 def open_dataset(path, size: int | None = None, valid_pct: float | None = None, seed: int | None = None,
                  cache: bool = True, workers: int | None = None, progress=None, reuse: dict | None = None,
-                 mmap: bool | None = None) -> Dataset:
+                 mmap: bool | None = None, resize: str = "squish") -> Dataset:
     """Open a folder of class sub-folders (or train/ + valid|validation|test/) as a Dataset. Images are stored as
-    size x size squares; with no size, at the images' own typical size, at most Settings.size (fit_size).
+    size x size squares, made square by `resize` (squish, crop or pad); with no size, at their own typical size.
     reuse: path -> (image, size, mode) already decoded (reopen), used instead of decoding those files again.
     mmap: keep the images in the on-disk cache, memory-mapped read-only, rather than in memory (None: when the
     cache would take more than half the available memory, or as LOGOAPP_MMAP=1/0 says; needs cache=True)."""
@@ -312,6 +339,8 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
         raise DataError(f"valid fraction must be in [0, 1), got {valid_pct}")
     if size is not None and not 8 <= size <= 1024:
         raise DataError(f"image size must be between 8 and 1024 pixels, got {size}")
+    if resize not in RESIZE_METHODS:
+        raise DataError(f"resize method must be one of {', '.join(RESIZE_METHODS)}, got {resize!r}")
     bad, notes = [], []
     try:
         rows, presplit = _layout(root, bad, notes)
@@ -321,7 +350,7 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
         raise DataError(f"no class folders with images in {root} (expected {root}/<class>/<images>)")
 
     n_layout_bad = len(bad)
-    key = _cache_key(rows, size or "fit")  # a fitted size needs no header pass to find its cache entry
+    key = _cache_key(rows, f"{size or 'fit'}" + ("" if resize == "squish" else f"|{resize}"))  # squish: old keys
     hit = _load_cache(key, mmap) if cache else None
     if hit:
         m, images = hit
@@ -329,33 +358,8 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
         items, classes, splits = m["items"], m["classes"], m["splits"]
         sizes, modes = [tuple(x) for x in m["sizes"]], m["modes"]
     else:
-        channels, sides = _probe(rows)
-        side = size or fit_size(sides, s.size)
-        spill = _spill(key, (len(rows), side, side, channels), mmap) if cache else None
-        images, errors, infos = _decode_all(rows, side, channels, workers, progress, reuse,
-                                            None if spill is None else ondisk.create(spill, (len(rows), side, side,
-                                                                                              channels)))
-        keep = []
-        for i, err in enumerate(errors):
-            if err:
-                bad.append(BadFile(str(rows[i][0]), err))
-            else:
-                if len(keep) != i:
-                    images[len(keep)] = images[i]  # compact in place: no second copy of the array
-                keep.append(i)
-        images = images[:len(keep)]
-        items = [str(rows[i][0]) for i in keep]
-        classes = [rows[i][1] for i in keep]
-        splits = [rows[i][2] for i in keep]
-        sizes = [(infos[i]["width"], infos[i]["height"]) for i in keep]
-        modes = [infos[i]["mode"] for i in keep]
-        if spill is not None and len(keep) < len(rows):
-            spill = ondisk.first_rows(images, spill)  # a file as long as the images kept
-        if cache and items:
-            saved = _save_cache(key, {"items": items, "classes": classes, "splits": splits, "sizes": sizes,
-                                      "modes": modes, "bad": [b.__dict__ for b in bad[n_layout_bad:]]}, images, spill)
-            if spill is not None:
-                images = ondisk.load(saved or spill, True)
+        images, items, classes, splits, sizes, modes = _decode_folder(rows, size, key, bad, n_layout_bad, cache,
+                                                                      mmap, workers, progress, reuse, resize)
 
     bad.sort(key=lambda b: b.path)
     vocab = sorted(set(classes))
@@ -377,15 +381,16 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
         n = int((labels == k).sum())
         if n < 2:
             notes.append(f"class '{c}' has only {n} image: it is used for training only")
-    return Dataset(str(root), vocab, items, labels, images, split, sizes, modes, bad, notes, presplit, seed, valid_pct)
+    return Dataset(str(root), vocab, items, labels, images, split, sizes, modes, bad, notes, presplit, seed, valid_pct,
+                   resize)
 
 
 def embedded(size: int | None = None, valid_pct: float | None = None, seed: int | None = None,
-             progress=None) -> Dataset:
+             progress=None, resize: str = "squish") -> Dataset:
     """The built-in crest set, generated once into the cache folder, opened like any folder."""
     from .synth import default_dataset
     return open_dataset(default_dataset(progress=progress), size=size, valid_pct=valid_pct, seed=seed,
-                        progress=progress)
+                        progress=progress, resize=resize)
 
 
 def resolve(data, **kw) -> Dataset:

@@ -165,12 +165,13 @@ def align_vocab(model_vocab: list[str], ds) -> tuple[np.ndarray, np.ndarray]:
 
 
 def evaluate(model: nn.Module, ds, split: str | Split = "valid", vocab: list[str] | None = None,
-             channels: int | None = None, temperature: float = 1.0) -> Evaluation:
+             channels: int | None = None, temperature: float = 1.0, background=(255, 255, 255)) -> Evaluation:
     """Score a model (any rung, pixel similarity included) on one split of a dataset ('all': every image).
 
     vocab: the model's classes when they are not the data's (images of classes it does not know are left out);
     channels: the model's input channels when they are not the data's (3 or 4); temperature: the model's stored
-    calibration (meta.get("temperature", 1.0), Predictor.temperature): the probabilities and losses it reports."""
+    calibration (meta.get("temperature", 1.0), Predictor.temperature): the probabilities and losses it reports;
+    background: the model's (images.background_of), for RGBA data scored by an RGB model."""
     from .images import to_channels
     idx = split_idx(ds, split)
     vocab = list(ds.vocab if vocab is None else vocab)
@@ -181,6 +182,6 @@ def evaluate(model: nn.Module, ds, split: str | Split = "valid", vocab: list[str
         targs = labels[idx]
     images = ondisk.rows(ds.images, idx)  # a memory-mapped cache: read a batch at a time, not copied whole
     if channels and channels != ds.channels and len(idx):
-        images = to_channels(np.asarray(images[:]), channels)
+        images = to_channels(np.asarray(images[:]), channels, background=background)
     probs = get_probs(model, images, temperature=temperature) if len(idx) else torch.zeros(0, len(vocab))
     return Evaluation(vocab, probs.numpy(), targs, idx, ds.items, str(split))

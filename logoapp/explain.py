@@ -52,8 +52,10 @@ class Explanation:
 
 def prepare(image, meta: dict) -> np.ndarray:
     """A path, bytes, PIL image or array -> (size, size, channels) uint8 by the Predictor's own loading."""
+    from .images import background_of, method_of
     from .predict import Predictor
-    return Predictor.prepare(SimpleNamespace(size=meta["data_size"], channels=meta["channels"]), image)
+    return Predictor.prepare(SimpleNamespace(size=meta["data_size"], channels=meta["channels"],
+                                             background=background_of(meta), method=method_of(meta)), image)
 
 
 def resolve_target(target, vocab: list[str], logits: torch.Tensor) -> int:

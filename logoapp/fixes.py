@@ -253,4 +253,4 @@ def reopen(ds: Dataset, renamed: dict[str, str] | None = None, cache: bool = Tru
     back = {p: at[p] for p in ds.items} | {new: at[old] for new, old in (renamed or {}).items() if old in at}
     reuse = {p: (ds.images[i], ds.sizes[i], ds.modes[i]) for p, i in back.items()}
     return open_dataset(ds.root, size=ds.size, valid_pct=ds.valid_pct, seed=ds.seed, cache=cache, progress=progress,
-                        reuse=reuse, mmap=is_mapped(ds.images))
+                        reuse=reuse, mmap=is_mapped(ds.images), resize=getattr(ds, "resize", "squish"))

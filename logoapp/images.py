@@ -25,6 +25,8 @@ MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"R
          b"P1", b"P2", b"P3", b"P4", b"P5", b"P6", b"P7")
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+WHITE = (255, 255, 255)      # the background transparent images are flattened on when nothing else is known
+RESIZE_METHODS = ("squish", "crop", "pad")  # fastai's ResizeMethod names; squish is the default
 
 
 class ImageError(ValueError):
@@ -151,8 +153,10 @@ def normalise_mode(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
-def decode(src, size: int, channels: int = 4, info: dict | None = None, out: np.ndarray | None = None) -> np.ndarray:
-    """Decode, apply EXIF rotation, normalise the mode and squish to size x size -> (size, size, channels) uint8.
+def decode(src, size: int, channels: int = 4, info: dict | None = None, out: np.ndarray | None = None,
+           background=WHITE, method: str = "squish") -> np.ndarray:
+    """Decode, apply EXIF rotation, normalise the mode and make a size x size square by `method` (squish, crop or
+    pad: fit_square) -> (size, size, channels) uint8; transparent images become RGB over `background`.
     info, when given, receives the file's own width, height, mode, format and alpha (one open per file); out, when
     given, receives the pixels (and is returned), saving a copy."""
     img = _open(src)
@@ -176,7 +180,67 @@ def decode(src, size: int, channels: int = 4, info: dict | None = None, out: np.
         if "truncated" in msg or isinstance(e, (OSError, SyntaxError, EOFError)):
             raise ImageError(f"truncated or corrupt image ({msg})") from None
         raise ImageError(f"cannot decode image ({msg})") from None
-    return to_channels(resize(np.asarray(img), size), channels, out)
+    return to_channels(resize(fit_square(np.asarray(img), method), size), channels, out, background)
+
+
+def check_method(method: str) -> str:
+    """A resize method name, checked: 'squish', 'crop' or 'pad'."""
+    if method not in RESIZE_METHODS:
+        raise ValueError(f"resize method must be one of {', '.join(RESIZE_METHODS)}, got {method!r}")
+    return method
+
+
+def fit_square(a: np.ndarray, method: str = "squish") -> np.ndarray:
+    """(H, W, C) -> a square by fastai's ResizeMethod: squish leaves it as it is (the resize squishes it), crop
+    keeps the centre square, pad puts it in the middle of a square of zeros (black, or transparent for RGBA)."""
+    h, w = a.shape[:2]
+    if h == w or check_method(method) == "squish":
+        return a
+    if method == "crop":
+        s = min(h, w)
+        y, x = (h - s) // 2, (w - s) // 2
+        return a[y:y + s, x:x + s]
+    s = max(h, w)
+    out = np.zeros((s, s) + a.shape[2:], np.uint8)
+    y, x = (s - h) // 2, (s - w) // 2
+    out[y:y + h, x:x + w] = a
+    return out
+
+
+def typical_background(images: np.ndarray, n: int = 512, share: float = 0.5):
+    """The background images sit on, learned from their borders: the commonest border colour (in bins of 32 levels
+    per channel; the median of the pixels in that bin) when at least `share` of the opaque border pixels have it,
+    else white. (N, S, S, C) uint8; up to n evenly spaced images are looked at; transparent pixels are ignored."""
+    if not len(images):
+        return WHITE
+    x = images[::max(1, len(images) // n)]
+    ring = np.concatenate([x[:, 0], x[:, -1], x[:, 1:-1, 0], x[:, 1:-1, -1]], 1).reshape(-1, x.shape[-1])
+    if ring.shape[-1] == 4:
+        ring = ring[ring[:, 3] >= 128]
+    if not len(ring):
+        return WHITE
+    rgb = ring[:, :3]
+    bins = (rgb >> 5).astype(np.int32) @ np.array([64, 8, 1])
+    counts = np.bincount(bins, minlength=512)
+    top = int(counts.argmax())
+    if counts[top] < share * len(rgb):
+        return WHITE
+    return tuple(int(v) for v in np.median(rgb[bins == top], 0).round())
+
+
+def background_of(meta: dict) -> tuple[int, int, int]:
+    """The colour a model's transparent inputs are flattened on: model.json's "background" (learned from its
+    training images), white for models saved without one. Every prediction path and export uses this."""
+    bg = meta.get("background") if isinstance(meta, dict) else None
+    if isinstance(bg, (list, tuple)) and len(bg) == 3 and all(type(v) is int and 0 <= v <= 255 for v in bg):
+        return tuple(bg)
+    return WHITE
+
+
+def method_of(meta: dict) -> str:
+    """How a model's inputs are made square: model.json's "resize" ('squish' for models saved without one)."""
+    m = meta.get("resize", "squish") if isinstance(meta, dict) else "squish"
+    return m if m in RESIZE_METHODS else "squish"
 
 
 def _load(img: Image.Image, size: int) -> Image.Image:
@@ -252,8 +316,9 @@ def _unpremultiply(planes: np.ndarray) -> np.ndarray:
     return out
 
 
-def to_channels(a: np.ndarray, channels: int, out: np.ndarray | None = None) -> np.ndarray:
-    """(H, W, 3|4) uint8 -> (H, W, channels): add an opaque alpha, or composite alpha onto white; into out if given."""
+def to_channels(a: np.ndarray, channels: int, out: np.ndarray | None = None, background=WHITE) -> np.ndarray:
+    """(H, W, 3|4) uint8 -> (H, W, channels): add an opaque alpha, or composite alpha onto background (white unless
+    given: a model's is background_of(meta)); into out if given."""
     c = a.shape[-1]
     if c == channels:
         if out is not None:
@@ -265,12 +330,12 @@ def to_channels(a: np.ndarray, channels: int, out: np.ndarray | None = None) -> 
         out[..., :3], out[..., 3] = a, 255
         return out
     alpha = a[..., 3:4].astype(np.float32) / 255
-    rgb = (a[..., :3] * alpha + 255 * (1 - alpha) + 0.5).astype(np.uint8)
+    bg = np.asarray(background, np.float32)
+    rgb = (a[..., :3] * alpha + bg * (1 - alpha) + 0.5).astype(np.uint8)
     if out is None:
         return rgb
     out[...] = rgb
     return out
-
 
 
 def composite(a: np.ndarray, background=(255, 255, 255)) -> np.ndarray:

@@ -122,7 +122,7 @@ def counts_bar(counts: dict[str, dict[str, int]]) -> Figure:
     ax.invert_yaxis()
     _style(ax, "Images per class", "number of images", None)
     ax.grid(axis="y", visible=False)
-    ax.legend(title="split", fontsize=8, loc="lower right", framealpha=0.9)
+    ax.legend(title="split", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)  # off the bars
     return fig
 
 
@@ -136,16 +136,14 @@ def bad_table(summary: dict) -> pd.DataFrame:
     """Files left out and why, with paths shown relative to the dataset folder."""
     root = str(summary.get("root") or "").rstrip("/") + "/"
     rows = [(b["path"][len(root):] if b["path"].startswith(root) else b["path"], b["reason"]) for b in summary["bad"]]
-    rows = rows or [("(none)", "every file was readable")]
-    return pd.DataFrame(rows, columns=["file", "why it was left out"])
+    return pd.DataFrame(rows or [("(none)", "every file was readable")], columns=["file", "why it was left out"])
 
 
 def pixel_patch(patch: np.ndarray, x0: int = 0, y0: int = 0):
     """A small (n, n, C) uint8 patch as a table whose cells are coloured like the pixels and show their values."""
     n, m, _ = patch.shape
     shown = to_uint8(over(patch, "white"))
-    text = {"": [f"y={y0 + i}" for i in range(n)]}
-    css = {"": [""] * n}
+    text, css = {"": [f"y={y0 + i}" for i in range(n)]}, {"": [""] * n}
     for j in range(m):
         text[f"x={x0 + j}"] = [" ".join(str(int(v)) for v in patch[i, j]) for i in range(n)]
         col = []
@@ -190,7 +188,12 @@ def ideal_grid(means: np.ndarray, vocab: list[str], grey: np.ndarray | None = No
 
 
 def _short(name: str, n: int = 16) -> str:
-    return name if len(name) <= n else name[: n - 1] + "…"
+    """A class name for a plot: whole, wrapped onto two lines at a space, '-' or '_' when long (cut only beyond)."""
+    if len(name) <= n:
+        return name
+    cut = max((i for i, ch in enumerate(name[:n + 1]) if ch in " -_"), default=n - 1) + 1
+    rest = name[cut:]
+    return name[:cut].rstrip() + "\n" + (rest if len(rest) <= n else rest[: n - 1] + "…")
 
 
 def distance_hist(dists: np.ndarray, targs: np.ndarray, vocab: list[str], kind: str) -> Figure:
@@ -257,7 +260,7 @@ def loss_curves(batches: list[tuple[float, float]], epochs: list[tuple[float, fl
     if batches or epochs:
         ax.legend(fontsize=8)
     else:
-        ax.text(0.5, 0.5, "waiting for the first batch…", ha="center", va="center", color="#6b7280",
+        ax.text(0.5, 0.5, "the curves appear once training runs", ha="center", va="center", color="#6b7280",
                 transform=ax.transAxes)
     return fig
 
@@ -299,19 +302,20 @@ def lr_finder(lrs: list[float], losses: list[float], suggested: float | None = N
 
 
 def metrics_table(history: list[dict]) -> pd.DataFrame:
-    """fastai's per-epoch table: epoch, train_loss, valid_loss, accuracy, time."""
-    rows = [(h["epoch"], round(h["train_loss"], 4), round(h["valid_loss"], 4), round(h["accuracy"], 4),
+    """fastai's per-epoch table, counted from 1 with accuracy in %: epoch, train_loss, valid_loss, accuracy %, time."""
+    rows = [(h["epoch"] + 1, round(h["train_loss"], 4), round(h["valid_loss"], 4), _pct(h["accuracy"]),
              f"{int(h['seconds'] // 60):02d}:{int(h['seconds'] % 60):02d}") for h in history]
-    return pd.DataFrame(rows, columns=["epoch", "train_loss", "valid_loss", "accuracy", "time"])
+    return pd.DataFrame(rows, columns=["epoch", "train_loss", "valid_loss", "accuracy %", "time"])
 
 
-def leaderboard(rows: list[dict]) -> pd.DataFrame:
-    """Every model of the session on the same validation split, best first."""
-    cols = ["model", "kind", "accuracy %", "train time", "parameters", "epochs", "input size"]
+def leaderboard(rows: list[dict], test: bool = False) -> pd.DataFrame:
+    """Every model of the session on the same validation split, best first; test: their test-split accuracy too."""
+    cols = ["model", "kind", "accuracy %", *(["test accuracy %"] * test), "train time", "parameters", "epochs",
+            "input size"]
     out = []
     for r in sorted(rows, key=lambda r: -(r.get("accuracy") or 0)):
         s = r.get("seconds")
-        out.append((r["name"], r["arch"], round(100 * r["accuracy"], 1) if r.get("accuracy") is not None else None,
+        out.append((r["name"], r["arch"], _pct(r.get("accuracy")), *([_pct(r.get("test"))] if test else []),
                     "" if s is None else (f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"),
                     f"{r['n_params']:,}" if r.get("n_params") is not None else "",
                     r.get("epochs", "") if r.get("epochs") is not None else "", r.get("size", "") or ""))
@@ -392,5 +396,5 @@ def reliability(rep: dict) -> Figure:
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
     axes[0].legend(fontsize=7, loc="upper left")
-    fig.suptitle(f"Reliability diagram ({rep['n']:,} validation images)", fontsize=11)
+    fig.suptitle(f"Reliability diagram ({rep['n']:,} {rep.get('images', 'validation')} images)", fontsize=11)
     return fig

@@ -15,7 +15,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from . import ood, store
 from .calibrate import check_temperature
 from .config import Settings
-from .images import ImageError, decode, to_channels
+from .images import ImageError, background_of, decode, method_of, to_channels
 from .models import Net
 
 
@@ -87,6 +87,8 @@ class Predictor:
         """extra: the tensors stored beside the weights (store.load(..., with_extra=True)), for the unknown test."""
         self.model, self.meta = model.eval(), meta
         self.vocab, self.size, self.channels = meta["vocab"], meta["data_size"], meta["channels"]
+        # read as its training images were: transparent inputs flattened on their background, squared the same way
+        self.background, self.method = background_of(meta), method_of(meta)
         self.device = torch.device(device or "cpu")
         self.model.to(self.device)
         self.fast = inference_copy(self.model)  # what probs() runs; self.model stays as loaded
@@ -103,7 +105,8 @@ class Predictor:
             raise store.ModelError(f"{folder}: {e}") from None
 
     def prepare(self, src) -> np.ndarray:
-        """A path, bytes, PIL image or array -> (size, size, channels) uint8, exactly as in training."""
+        """A path, bytes, PIL image or array -> (size, size, channels) uint8, as in training: squared by the model's
+        resize method, transparent images flattened on the model's background (white for older models)."""
         if isinstance(src, np.ndarray):
             if src.ndim == 2:
                 src = np.stack([src] * 3, -1)
@@ -112,9 +115,9 @@ class Predictor:
             if src.dtype != np.uint8:  # floats in [0, 1] or [0, 255]; rounded, as x / 255 * 255 can land just under x
                 src = np.clip(np.rint(src * (255 if src.max(initial=0) <= 1 else 1)), 0, 255).astype(np.uint8)
             if src.shape[:2] == (self.size, self.size):
-                return to_channels(src, self.channels)
+                return to_channels(src, self.channels, background=self.background)
             src = Image.fromarray(src)
-        return decode(src, self.size, self.channels)
+        return decode(src, self.size, self.channels, background=self.background, method=self.method)
 
     @torch.inference_mode()
     def probs(self, xb: np.ndarray) -> np.ndarray:

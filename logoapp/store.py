@@ -131,7 +131,34 @@ def read_meta(folder: str | Path) -> dict:
     if not re.fullmatch(r"weights-[0-9a-f]{16}\.pt", str(m["weights"])):
         raise ModelError(f"model.json in {folder} names an invalid weights file")
     _check_calibration(m, folder)
+    _check_input(m, folder)
     return m
+
+
+def _check_input(m: dict, folder) -> None:
+    """The optional input entries: "background" (the colour transparent inputs are flattened on, [r, g, b]) and
+    "resize" (squish, crop or pad); models saved without them use white and squish (images.background_of,
+    images.method_of)."""
+    from .images import RESIZE_METHODS
+    bg = m.get("background")
+    if bg is not None and not (isinstance(bg, list) and len(bg) == 3
+                               and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in bg)):
+        raise ModelError(f"model.json in {folder} has an invalid background (three integers 0-255)")
+    if m.get("resize", "squish") not in RESIZE_METHODS:
+        raise ModelError(f"model.json in {folder} has an invalid resize method (one of {', '.join(RESIZE_METHODS)})")
+
+
+def input_meta(ds, n: int = 512) -> dict:
+    """What model.json records about how a dataset's images were read, for prediction to do the same: the
+    background transparent inputs are flattened on (images.typical_background of up to n training images) and the
+    resize method."""
+    import numpy as np
+
+    from .images import typical_background
+    tr = ds.idx("train")
+    tr = tr if len(tr) else np.arange(len(ds.items))
+    pick = np.sort(tr[::max(1, len(tr) // n)])  # a sample read from the cache, never every image (mapped caches)
+    return {"background": list(typical_background(ds.images[pick])), "resize": getattr(ds, "resize", "squish")}
 
 
 def _check_calibration(m: dict, folder) -> None:
@@ -249,7 +276,8 @@ def list_models(folder: str | Path | None = None) -> list[dict]:
                 except ModelError:
                     continue
                 out.append({"name": d.name, "path": str(d), "arch": m["arch"], "classes": len(m["vocab"]),
-                            "accuracy": (m.get("metrics") or {}).get("accuracy"), "date": m.get("date", "")})
+                            "accuracy": (m.get("metrics") or {}).get("accuracy"), "date": m.get("date", ""),
+                            "vocab": m["vocab"], "data_size": m["data_size"]})
     return sorted(out, key=lambda r: r["date"], reverse=True)
 
 

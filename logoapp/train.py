@@ -268,6 +268,7 @@ def fit(ds, cfg: TrainConfig, emit: Callable[[Event], None] = lambda e: None, st
             "data": {"root": ds.root, "n_train": int(len(ds.idx("train"))), "n_valid": int(len(ds.idx("valid"))),
                      "valid_pct": ds.valid_pct, "seed": ds.seed, "presplit": ds.presplit},
             "pretrained": info["pretrained"], "n_params": M.n_params(model)}
+    meta.update(store.input_meta(ds))  # how prediction reads inputs as training did: background, resize method
     extra, cal_s = None, None
     if out and res.n:  # a folder the app and CLI use: calibrated, with its unknown test (needs held-out images)
         t1 = time.perf_counter()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 import threading
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from . import data as datamod
 from . import ideal, models, plots, store
 from .evaluate import Evaluation, evaluate
+from .images import background_of, method_of
 
 PAGE = 30                       # thumbnails per gallery page (3 rows of 10)
 PATCH = 5                       # side of the pixel-value table
@@ -30,7 +32,8 @@ class DataCtx:
 
     def __init__(self, ds: datamod.Dataset, name: str, tmpdir: str | None = None):
         self.ds, self.name, self.tmpdir = ds, name, tmpdir
-        self.slug = store.safe_name(Path(name).name if "/" in name else name)  # a folder path: its own name
+        base = Path(name).name if "/" in name else name  # a folder path: its own name
+        self.slug = store.safe_name(re.sub(r"\.zip$", "", base, flags=re.I))  # an uploaded zip: without .zip
         self.summary = ds.summary()
         self.by_class = {k: np.flatnonzero(ds.labels == k) for k in range(ds.c)}
         rank = np.zeros(len(ds.labels), np.int64)
@@ -38,6 +41,7 @@ class DataCtx:
             rank[idx] = np.arange(len(idx))
         self.mixed = np.lexsort((ds.labels, rank))  # 'all classes' browses round-robin: one of each class in turn
         self._base: dict[str, dict] = {}
+        self._base_split: dict[str, Evaluation] = {}
         self._lock = threading.Lock()
 
     def baseline(self, kind: str = "l1") -> dict:
@@ -48,14 +52,31 @@ class DataCtx:
                 b = ideal.baseline(self.ds, kind)
                 b["seconds"] = time.perf_counter() - t
                 b["meta"] = {"arch": "pixel", "distance": kind, "vocab": self.ds.vocab, "size": self.ds.size,
-                             "data_size": self.ds.size, "channels": self.ds.channels, "n_params": 0,
+                             "data_size": self.ds.size, "channels": self.ds.channels,
+                             "n_params": int(b["model"].means.numel()),  # one number per pixel, channel and class
                              "metrics": {"accuracy": b["accuracy"], "per_class": b["per_class"],
-                                         "seconds": b["seconds"]}}
+                                         "seconds": b["seconds"]}, **store.input_meta(self.ds)}
                 self._base[kind] = b
             return self._base[kind]
 
     def computed(self) -> list[str]:
         return list(self._base)
+
+    @property
+    def has_test(self) -> bool:
+        """Whether the data has a test split of its own (a pre-split train/valid/test folder)."""
+        return bool(self.summary["n_test"]) and bool(self.summary["n_valid"])
+
+    def baseline_on(self, kind: str, split: str) -> Evaluation:
+        """The pixel baseline's Evaluation on 'valid' (as computed by baseline) or 'test'."""
+        b = self.baseline(kind)
+        if split == "valid":
+            return b["evaluation"]
+        with self._lock:
+            key = f"{kind}@{split}"
+            if key not in self._base_split:
+                self._base_split[key] = evaluate(b["model"], self.ds, split)
+            return self._base_split[key]
 
 
 def file_name(path: str) -> str:
@@ -136,7 +157,8 @@ def data_md(ctx: DataCtx) -> str:
     how = "from its train/valid folders" if s["presplit"] else f"random {ds.valid_pct:.0%} held out, seed {ds.seed}"
     lines = [f"### {html.escape(ctx.name)}",
              f"**{s['n_images']:,} images** in **{s['n_classes']} classes** · {split} ({how}) · "
-             f"stored as {s['image_size']}×{s['image_size']} {chans}, {s['memory_mb']} MB in memory"]
+             f"stored as {s['image_size']}×{s['image_size']} {chans}, made square by **{ds.resize}**, "
+             f"{s['memory_mb']} MB in memory"]
     if s["bad"]:
         lines.append(f"**{len(s['bad'])} file(s) could not be used**: see *Files left out* below.")
     for note in s["notes"][:8]:
@@ -176,37 +198,58 @@ def board_rows(board: dict[str, dict], ctx: DataCtx) -> list[dict]:
     for kind in ctx.computed():
         b = ctx.baseline(kind)
         rows.append({"name": f"pixel baseline ({kind.upper()})", "arch": "pixel", "accuracy": b["accuracy"],
-                     "seconds": b["seconds"], "n_params": 0, "epochs": None, "size": ctx.ds.size})
+                     "seconds": b["seconds"], "n_params": b["meta"]["n_params"], "epochs": None,
+                     "size": ctx.ds.size, "test": ctx.baseline_on(kind, "test").accuracy if ctx.has_test else None})
     return rows + list(board.values())
 
 
 def board_df(board: dict[str, dict], ctx: DataCtx) -> pd.DataFrame:
-    return plots.leaderboard(board_rows(board, ctx))
+    return plots.leaderboard(board_rows(board, ctx), test=ctx.has_test)
 
 
-def evaluate_on(model, meta: dict, ctx: DataCtx) -> Evaluation:
-    """Score a (saved) model on the current data's validation split."""
+def misfit(meta: dict, ctx: DataCtx) -> str | None:
+    """Why a model cannot be scored on the loaded data (other classes; a pixel model of another image size), or
+    None when it can."""
     ds = ctx.ds
     if list(meta["vocab"]) != list(ds.vocab):
-        raise ViewError(f"This model knows {len(meta['vocab'])} classes ({', '.join(meta['vocab'][:4])}…) "
-                        f"but the loaded data has {ds.c} ({', '.join(ds.vocab[:4])}…): load matching data to "
-                        f"evaluate it.")
+        return (f"it knows {len(meta['vocab'])} classes ({', '.join(meta['vocab'][:4])}…), the loaded data has "
+                f"{ds.c} ({', '.join(ds.vocab[:4])}…)")
     if meta["arch"] == "pixel" and meta["data_size"] != ds.size:
-        raise ViewError(f"This pixel model compares {meta['data_size']}px images, but the data is {ds.size}px: "
-                        f"reload the data with image size {meta['data_size']}.")
-    return evaluate(model, ds, "valid", channels=meta["channels"], temperature=meta.get("temperature", 1.0))
+        return f"it compares {meta['data_size']}px images, the data is stored at {ds.size}px"
+    return None
+
+
+def evaluate_on(model, meta: dict, ctx: DataCtx, split: str = "valid") -> Evaluation:
+    """Score a (saved) model on the current data's validation (or test) split."""
+    why = misfit(meta, ctx)
+    if why:
+        raise ViewError(f"This model does not fit the loaded data: {why}. Load matching data to evaluate it.")
+    if split == "test" and not ctx.has_test:
+        raise ViewError("The loaded data has no test split (only a pre-split folder with train/, valid/ and test/ "
+                        "has one).")
+    return evaluate(model, ctx.ds, split, channels=meta["channels"], temperature=meta.get("temperature", 1.0),
+                    background=background_of(meta))
+
+
+def split_word(res: Evaluation) -> str:
+    """'test' or 'validation': the images an Evaluation scored."""
+    return "test" if getattr(res, "split", "valid") == "test" else "validation"
 
 
 def eval_views(res: Evaluation, meta: dict, ctx: DataCtx, name: str, label: str) -> dict:
     ds = ctx.ds
-    n_valid = {c: ctx.summary["counts"][c]["valid"] or ctx.summary["counts"][c]["test"] for c in ds.vocab}
-    tops = [(ds.images[t["index"]], f"{t['actual']} / {t['predicted']}\n{t['probability']:.2f} / {t['loss']:.2f}")
-            for t in res.top_losses()]
+    col = "test" if split_word(res) == "test" else "valid"
+    n_valid = {c: ctx.summary["counts"][c][col] or ctx.summary["counts"][c]["test"] for c in ds.vocab}
+    tops = [(ds.images[t["index"]], f"{t['actual']} → {t['predicted']}\np {t['probability']:.2f} · loss "
+             f"{t['loss']:.2f}") for t in res.top_losses()]
     confused = res.most_confused()
     worst = confused[0] if confused else (ds.vocab[0], ds.vocab[0], 0)
     arch = meta["arch"]
-    md = (f"### {html.escape(label)}\n\n**{res.accuracy:.1%}** of {res.n:,} validation images right"
+    md = (f"### {html.escape(label)}\n\n**{res.accuracy:.1%}** of {res.n:,} {split_word(res)} images right"
           f"{summary_extra(res)} · {models.describe(arch)}")
+    if arch != "pixel" and method_of(meta) != ds.resize:
+        md += (f"\n\n**Note:** this model was trained on images made square by *{method_of(meta)}*; the loaded data "
+               f"used *{ds.resize}*. Reload the data with resize method {method_of(meta)} for a fair score.")
     v = {"eval_md": md, "cm": plots.confusion(res.confusion.tolist(), ds.vocab),
          "eval_table": plots.per_class_table(res.per_class, n_valid, class_metrics(res)),
          "confused": plots.most_confused_table(confused[:12]), "tops": tops,
@@ -236,7 +279,7 @@ def cell_view(res: Evaluation, ctx: DataCtx, actual: str, predicted: str) -> dic
     items = [(ds.images[res.idx[j]], f"{caption_stem(ds.items[res.idx[j]], actual)}\np={res.probs[j, p]:.2f}")
              for j in pos[:CELL_MAX]]
     what = "correctly classified" if a == p else f"predicted as **{predicted}**"
-    md = (f"{len(pos)} validation image(s) of **{actual}** {what}"
+    md = (f"{len(pos)} {split_word(res)} image(s) of **{actual}** {what}"
           + (f" (showing {CELL_MAX})" if len(pos) > CELL_MAX else ""))
     return {"cell": items, "cell_md": md}
 
@@ -254,6 +297,29 @@ def explain_view(model, meta: dict, image, target=None) -> dict:
     p = e.probs.get(e.label, 0.0)
     return {"overlay": e.overlay, "label": e.label, "kind": e.kind,
             "caption": f"{e.kind}: where the model found **{e.label}** (p={p:.0%}); red = most evidence"}
+
+
+def colour_name(rgb) -> str:
+    """'white', 'black' or '#rrggbb'."""
+    rgb = tuple(int(v) for v in rgb)
+    return "white" if min(rgb) >= 240 else "black" if max(rgb) <= 15 else "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def input_note(h, meta: dict) -> str:
+    """How Predict read an image (h: images.header of it) for a model: the resize method and sizes (the stored
+    square, then the model's own input size) and, for a transparent image and an RGB model, the background it was
+    flattened on."""
+    n, m = meta["data_size"], meta.get("size", meta["data_size"])
+    method = method_of(meta)
+    how = {"squish": "squished", "crop": "centre-cropped", "pad": "padded"}[method]
+    out = (f"Input {h.width}×{h.height} {h.mode} ({h.format}) → {how} to {n}×{n}"
+           + (f", then the model's {m}×{m}" if m != n else "") + f" {'RGBA' if meta['channels'] == 4 else 'RGB'}")
+    if h.alpha and meta["channels"] == 3:
+        learned = "background" in meta
+        out += (f"; transparent pixels flattened on {colour_name(background_of(meta))} "
+                + ("(the training images' background)" if learned else "(this model was saved without its "
+                   "training background)"))
+    return out + ", as in training."
 
 
 def unknown_note(r: dict, threshold: float | None) -> str:
@@ -274,12 +340,12 @@ def calibration_view(res: Evaluation, meta: dict) -> dict:
     logs stand in for logits). The model's stored temperature, else one fitted on these images."""
     from . import calibrate
     if not res.n:
-        return {"reliability": plots.message("No validation images to calibrate on."), "calib_md": ""}
+        return {"reliability": plots.message(f"No {split_word(res)} images to calibrate on."), "calib_md": ""}
     z = torch.from_numpy(np.log(np.clip(res.probs.astype(np.float64), 1e-12, None)))
     t = meta.get("temperature")
     stored = isinstance(t, (int, float)) and not isinstance(t, bool)
     t = float(t) if stored else calibrate.temperature_from_logits(z, res.targs)
-    rep = calibrate.report(z, res.targs, t)
+    rep = {**calibrate.report(z, res.targs, t), "images": split_word(res)}
     how = "stored with the model" if stored else "fitted on these images"
     md = (f"**ECE** {rep['before']['ece']:.1%} → **{rep['after']['ece']:.1%}** after temperature scaling "
           f"(T = {t:.2f}, {how})")

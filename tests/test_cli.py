@@ -253,7 +253,7 @@ def test_train_text_output(capsys, tiny, tmp_path):
     rc, out, err = run(capsys, "train", tiny, "--model", "linear", "--epochs", "1", "--size", "16", "--bs", "8",
                        "--models", tmp_path / "models")
     assert rc == 0, err
-    assert "epoch 0" in out and "saved to" in out
+    assert "epoch 1/1" in out and "epoch 0" not in out and "%" in out and "saved to" in out  # counted from 1
     assert (tmp_path / "models" / "linear" / "model.json").is_file()
 
 

@@ -50,7 +50,7 @@ def emit(obj) -> None:
 def open_data(args):
     from ..data import resolve
     ds = resolve(args.data, size=getattr(args, "size", None), valid_pct=getattr(args, "valid_pct", None),
-                 seed=getattr(args, "seed", None), progress=bar("loading"))
+                 seed=getattr(args, "seed", None), progress=bar("loading"), resize=getattr(args, "resize", "squish"))
     return group_split(ds) if getattr(args, "split", None) == "group" else ds
 
 
@@ -94,7 +94,7 @@ def load_predictor(path):
 
 
 def data_args(s, size="square size images are stored at (default: their own typical size, at most 140)",
-              split: bool = True):
+              split: bool = True, resize: bool = True):
     """DATA plus the options that say how to open it."""
     s.add_argument("data", metavar="DATA", help="image folder (class sub-folders or train/valid) or 'embedded'")
     if size:
@@ -106,6 +106,10 @@ def data_args(s, size="square size images are stored at (default: their own typi
         s.add_argument("--split", choices=["random", "group"], default="random",
                        help="random (default), or group: near copies of one picture stay on one side of the split "
                             "(no leakage from train into validation)")
+    if resize:
+        s.add_argument("--resize", choices=["squish", "crop", "pad"], default="squish",
+                       help="how images are made square: squish the whole image (default), crop its centre square, "
+                            "or pad it with black (transparent for RGBA) to a square")
     s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 

@@ -31,8 +31,9 @@ def cmd_train(args):
                 bar.n = e.epoch * e.n_iter + e.iter + 1
                 bar.set_postfix(loss=f"{e.train_loss:.3f}", acc=f"{e.train_acc:.3f}", refresh=True)
             elif isinstance(e, Epoch) and not args.json:
-                (bar.write if bar else print)(f"epoch {e.epoch}  train_loss {e.train_loss:.4f}  valid_loss "
-                                              f"{e.valid_loss:.4f}  accuracy {e.accuracy:.4f}  {e.seconds:.1f}s")
+                (bar.write if bar else print)(f"epoch {e.epoch + 1}/{e.n_epoch}  train_loss {e.train_loss:.4f}  "
+                                              f"valid_loss {e.valid_loss:.4f}  accuracy {pct(e.accuracy)}  "
+                                              f"{e.seconds:.1f}s")
             elif isinstance(e, Error):
                 raise CliError(f"training failed: {e.message}")
             elif isinstance(e, Done):
@@ -58,8 +59,13 @@ def cmd_eval(args):
     from ..data import resolve
     from ..evaluate import evaluate
     p = load_predictor(args.model_dir)
-    ds = resolve(args.data, size=p.size, valid_pct=args.valid_pct, seed=args.seed, progress=bar("loading"))
-    r = evaluate(p.model, ds, args.split, vocab=p.vocab, channels=p.channels, temperature=p.temperature)
+    ds = resolve(args.data, size=p.size, valid_pct=args.valid_pct, seed=args.seed, progress=bar("loading"),
+                 resize=p.method)  # the model's own resize method (model.json), not a flag
+    if args.split == "test" and not len(ds.idx("test")):
+        raise CliError(f"{ds.root} has no test split (only a pre-split folder with train/, valid/ and test/ has "
+                       "one); use --split valid, or --split all on a separate test folder")
+    r = evaluate(p.model, ds, args.split, vocab=p.vocab, channels=p.channels, temperature=p.temperature,
+                 background=p.background)
     if not r.n:
         raise CliError(f"no images of the model's classes ({', '.join(p.vocab[:5])}...) in the {args.split} split "
                        f"of {ds.root}")
@@ -158,9 +164,11 @@ def add(sub):
 
     s = sub.add_parser("eval", help="score a saved model on a dataset")
     s.add_argument("model_dir", metavar="MODEL_DIR")
-    data_args(s, size=False, split=False)
+    data_args(s, size=False, split=False, resize=False)
     s.add_argument("--split", choices=["valid", "train", "test", "all"], default="valid",
-                   help="which images to score (default valid; 'all' for a separate test folder)")
+                   help="which images to score (default valid; test: the test/ folder of a pre-split train/valid/test "
+                        "folder; 'all' for a separate test folder); images are read as the model's were (its size "
+                        "and resize method)")
     s.set_defaults(fn=cmd_eval)
 
     s = sub.add_parser("predict", help="class probabilities for images, or 'unknown' for images unlike the training "

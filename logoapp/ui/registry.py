@@ -9,12 +9,13 @@ import gradio as gr
 import torch
 
 from .. import ideal, store
-from ..views import DataCtx
+from ..views import DataCtx, misfit
 from .state import Session
 from .wiring import Updates
 
 BASE = "@baseline-"             # picker values of the pixel baselines ('@' never appears in a saved model's name)
 PICKERS = ("emodel", "pmodel")  # the pickers of the Evaluate and Predict tabs
+FITTING = ("emodel",)           # pickers that offer only the models the loaded data can score
 
 
 class Registry:
@@ -28,7 +29,9 @@ class Registry:
     def saved(self) -> list[dict]:
         return store.list_models(self.folder)
 
-    def choices(self, ctx: DataCtx | None) -> list[tuple[str, str]]:
+    def choices(self, ctx: DataCtx | None, fit: bool = False) -> list[tuple[str, str]]:
+        """(label, value) of every model; fit: only those whose classes (and, for a pixel model, image size) fit
+        ctx's data (unfit lists the others)."""
         out = []
         if ctx is not None:
             for kind in ideal.DISTANCES:
@@ -37,9 +40,15 @@ class Registry:
                 out.append((label, BASE + kind))
         for m in self.saved():
             acc = m.get("accuracy")
+            if fit and ctx is not None and misfit(m, ctx):
+                continue
             out.append((f"{m['name']} · {m['arch']}" + (f" · {acc:.1%}" if isinstance(acc, (int, float)) else ""),
                         m["name"]))
         return out
+
+    def unfit(self, ctx: DataCtx) -> list[tuple[str, str]]:
+        """(name, why) of the saved models the loaded data cannot score."""
+        return [(m["name"], why) for m in self.saved() if (why := misfit(m, ctx))]
 
     def default(self, ctx: DataCtx | None) -> str | None:
         """The newest saved model for these classes, else the L1 baseline."""
@@ -88,16 +97,34 @@ class Registry:
 
 
 def pickers(s: Session, names=PICKERS, choices=None, **values) -> Updates:
-    """Picker updates with the current choices; emodel=..., pmodel=... also select a model in that picker."""
-    choices = s.reg.choices(s.data) if choices is None else choices
-    return Updates({n: gr.update(choices=choices, value=values[n]) if n in values else gr.update(choices=choices)
-                    for n in names})
+    """Picker updates with the current choices (Evaluate's: only models that fit the data, with a note naming the
+    others); emodel=..., pmodel=... also select a model in that picker (not a model it does not offer)."""
+    out = Updates()
+    for n in names:
+        fit = n in FITTING
+        ch = s.reg.choices(s.data, fit=True) if fit else (s.reg.choices(s.data) if choices is None else choices)
+        kw = dict(choices=ch)
+        if fit:
+            kw["info"] = unfit_note(s.reg.unfit(s.data))
+        if n in values and (not fit or values[n] in [v for _, v in ch]):
+            kw["value"] = values[n]
+        out[n] = gr.update(**kw)
+    return out
+
+
+def unfit_note(unfit: list[tuple[str, str]]) -> str:
+    """The Evaluate picker's note on the saved models it does not offer, and why."""
+    if not unfit:
+        return ""
+    first = "; ".join(f"{n}: {why}" for n, why in unfit[:2])
+    more = f" (and {len(unfit) - 2} more)" if len(unfit) > 2 else ""
+    return f"Not offered, made for other data: {first}{more}."
 
 
 def on_models_tab(s: Session, e_val, p_val) -> Updates:
     """Evaluate or Predict opened: models saved by other sessions (or copied in) show up; a pick that is gone falls
     back to the default."""
-    choices = s.reg.choices(s.data)
-    vals = [v for _, v in choices]
-    return pickers(s, choices=choices, emodel=e_val if e_val in vals else s.reg.default(s.data),
+    evals = [v for _, v in s.reg.choices(s.data, fit=True)]
+    vals = [v for _, v in s.reg.choices(s.data)]
+    return pickers(s, emodel=e_val if e_val in evals else s.reg.default(s.data),
                    pmodel=p_val if p_val in vals else s.reg.default(s.data))

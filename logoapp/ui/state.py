@@ -43,6 +43,7 @@ class Session:
         self.sel = 0
         self.running = False
         self.imported: str | None = None  # the model the last import added
+        self.eval_shown, self.eval_split = "", "valid"  # what the Evaluate tab shows: model and split
         self.check = None                  # checkview.Check: the audit of check_ctx and what was done about it
         self.check_ctx: DataCtx | None = None
         self.check_ids: list[int] = []     # dataset index of each thumbnail in the Check-data list
@@ -65,7 +66,7 @@ class Session:
         old, self.ctx = self.ctx, ctx
         if old is not None and old is not ctx and old.tmpdir:
             tmpdirs.remove(old.tmpdir)
-        self.board, self.evals, self.sel = {}, {}, 0
+        self.board, self.evals, self.sel, self.eval_shown, self.eval_split = {}, {}, 0, "", "valid"
 
     def swap(self, ctx: DataCtx) -> None:
         """The same dataset as it is after a fix (same folder, files moved): the leaderboard stays (its models are

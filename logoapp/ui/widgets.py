@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import html
+import logging
 from pathlib import Path
 
 import gradio as gr
@@ -33,6 +34,10 @@ CSS = """
 .dark .la-captions .caption-label {background: rgba(20, 20, 20, 0.8) !important}
 .la-captions .grid-wrap {min-height: 0 !important; max-height: none !important; height: auto !important;
   overflow-y: visible !important}
+.la-below .thumbnail-item {aspect-ratio: auto !important; height: auto !important; display: flex !important;
+  flex-direction: column !important}
+.la-below .thumbnail-item > img {aspect-ratio: 1 / 1; height: auto !important; flex: none}
+.la-below .caption-label {position: static !important; border: 0 !important; background: transparent !important}
 """
 
 
@@ -68,8 +73,9 @@ def upload(path) -> str:
     checks it here (Gradio checks only requests that mark the file as an upload themselves)."""
     try:
         return uploaded(path)
-    except UploadError as e:
-        raise gr.Error(f"Cannot use this file: {e}.") from None
+    except UploadError as e:  # also raised in a component's preprocess, outside any handler: one log line here
+        logging.getLogger("logoapp").warning("upload refused: %s", e)
+        raise gr.Error(f"Cannot use this file: {e}.", print_exception=False) from None
 
 
 def unopened(img: gr.Image) -> gr.Image:
@@ -82,7 +88,8 @@ def unopened(img: gr.Image) -> gr.Image:
         if payload is None:
             return None
         if (payload.url or "").startswith("data:"):
-            raise gr.Error("Cannot use this file: send the image itself as an upload, not a data: URL.")
+            raise gr.Error("Cannot use this file: send the image itself as an upload, not a data: URL.",
+                           print_exception=False)
         return upload(payload.path)
 
     img.preprocess = preprocess

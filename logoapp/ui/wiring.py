@@ -6,9 +6,20 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from typing import Any, Callable
 
 import gradio as gr
+
+
+log = logging.getLogger("logoapp")
+
+
+def quiet_error(fn_name: str, e: gr.Error) -> None:
+    """A user's mistake (a gr.Error a handler raised): one line in the server's log instead of Gradio's traceback."""
+    if e.print_exception:
+        log.warning("%s refused: %s", fn_name, " ".join(str(e.message).split())[:300])
+        e.print_exception = False
 
 
 class Updates(dict):
@@ -55,13 +66,20 @@ class Ui:
                 try:
                     for out in it:
                         yield self.resolve(out)
+                except gr.Error as e:
+                    quiet_error(fn.__name__, e)
+                    raise
                 finally:
                     it.close()  # a stopped stream runs the handler's own clean-up now, not at garbage collection
             return stream
 
         @functools.wraps(fn)
         def call(*args, **kwargs):
-            return self.resolve(fn(*args, **kwargs))
+            try:
+                return self.resolve(fn(*args, **kwargs))
+            except gr.Error as e:
+                quiet_error(fn.__name__, e)
+                raise
         return call
 
     def on(self, triggers: str | list[str], fn: Callable, inputs, outputs, **kwargs):

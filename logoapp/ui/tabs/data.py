@@ -3,6 +3,7 @@ out, browse its images and look at their pixels and augmentations."""
 from __future__ import annotations
 
 import html
+import logging
 import math
 
 import gradio as gr
@@ -10,6 +11,7 @@ import gradio as gr
 from ... import data as datamod
 from ... import tmpdirs
 from ...config import Settings
+from ...images import RESIZE_METHODS, plain
 from ...uploads import extract_zip
 from ...views import (PAGE, PATCH, DataCtx, augment_view, data_views, file_name, gallery_view, page_indices,
                       pixel_view)
@@ -21,6 +23,9 @@ from . import modules, refresh_all
 FOLDER, EMBEDDED, ZIP = "folder on the server", "embedded crests", "zip upload"
 START = "the app's start-up data"  # a choice when --data was given but server folders are off
 ALL = "(all classes)"
+log = logging.getLogger("logoapp")
+RESIZE_HELP = {"squish": "squish: the whole image, stretched to a square", "crop": "crop: the centre square",
+               "pad": "pad: the whole image, with black (or transparent) bars"}
 REFRESHES = ("data_summary", "counts", "sizes", "bad", "cls", "page", "page_md", "gallery", "big", "info", "patch",
              "px", "py", "aug_plot")
 
@@ -42,7 +47,8 @@ def layout(ui: Ui, shared: Shared) -> None:
             path = gr.Textbox(label="Folder (one sub-folder per class, or train/ and valid/)",
                               value=str(shared.data) if shared.own_data else "", placeholder="/path/to/images",
                               visible=shared.allow_folders and shared.own_data, scale=3)
-            zfile = gr.File(label="Zip of class folders", file_types=[".zip"], visible=False, scale=3, height=110)
+            zfile = gr.File(label="Zip of class folders", file_types=[".zip"], visible=False, scale=3, height=140,
+                            elem_id="data-zip")
         with gr.Accordion("Loading options", open=False):
             with gr.Row():
                 opt_size = gr.Slider(0, 256, value=shared.size or 0, step=4, label="Stored image size (pixels, "
@@ -51,14 +57,19 @@ def layout(ui: Ui, shared: Shared) -> None:
                 opt_seed = gr.Number(value=st.seed, precision=0, label="Split seed")
                 opt_group = gr.Checkbox(False, label="Keep copies together (group split)", elem_id="opt-group",
                                         info="near copies of one picture stay on one side of a random split")
+            opt_resize = gr.Radio([(RESIZE_HELP[m], m) for m in RESIZE_METHODS], value=ds0.resize,
+                                  label="Make images square by", elem_id="opt-resize",
+                                  info="Stored with every model trained on this data; prediction does the same.")
         load_btn = gr.Button("Load dataset", variant="primary", elem_id="load-btn")
+        load_md = gr.Markdown("", elem_id="load-msg")
         data_summary = gr.Markdown(dv["data_md"], elem_id="data-summary")
         with gr.Row(equal_height=False):
             counts = gr.Plot(dv["counts"], label="Images per class", format="png", scale=3)
             with gr.Column(scale=2):
                 sizes = gr.Dataframe(dv["sizes"], label="Original sizes and modes", interactive=False, max_height=260)
                 with gr.Accordion("Files left out", open=bool(ctx0.summary["bad"])):
-                    bad = gr.Dataframe(dv["bad"], interactive=False, wrap=True, max_height=260, show_label=False)
+                    bad = gr.Dataframe(dv["bad"], interactive=False, wrap=True, max_height=260, show_label=False,
+                                       column_widths=["40%", "60%"], elem_id="data-bad")
         gr.Markdown("### Browse the images\nClick a thumbnail to look at its pixels.")
         with gr.Row(equal_height=False, elem_classes="la-align-end"):
             cls = gr.Dropdown([ALL] + ds0.vocab, value=ALL, label="Class", scale=2)
@@ -82,8 +93,8 @@ def layout(ui: Ui, shared: Shared) -> None:
             aug_btn = gr.Button("Show another random batch", scale=0, min_width=220)
         aug_plot = gr.Plot(dv["augment"], format="png", show_label=False)
     ui.add(source=source, path=path, zfile=zfile, opt_size=opt_size, opt_valid=opt_valid, opt_seed=opt_seed,
-           opt_group=opt_group,
-           load_btn=load_btn, data_summary=data_summary, counts=counts, sizes=sizes, bad=bad, cls=cls, page=page,
+           opt_group=opt_group, opt_resize=opt_resize, load_md=load_md, load_btn=load_btn,
+           data_summary=data_summary, counts=counts, sizes=sizes, bad=bad, cls=cls, page=page,
            page_md=page_md, gallery=gallery, big=big, info=info, px=px, py=py, patch=patch, aug_btn=aug_btn,
            aug_plot=aug_plot)
 
@@ -92,9 +103,10 @@ def wire(ui: Ui) -> None:
     quiet = dict(api_visibility="private", show_progress="hidden")
     ui.on("source.change", on_source, "source", ["path", "zfile"], **quiet)
     everything = ["session"] + [n for tab in modules() for n in tab.REFRESHES] + ["result"]
+    ui.on("zfile.upload", on_zip_uploaded, "zfile", "load_md", **quiet)
     ui.on("load_btn.click", on_load, ["session", "source", "path", "zfile", "opt_size", "opt_valid", "opt_seed",
-                                  "opt_group"],
-          everything, api_name="load_data", concurrency_id="data", concurrency_limit=1)
+                                      "opt_group", "opt_resize"], everything + ["load_md"],
+          api_name="load_data", concurrency_id="data", concurrency_limit=1)
     ui.on("cls.change", on_class, ["session", "cls"], ["gallery", "page", "page_md"], **quiet)
     ui.on("page.release", on_page, ["session", "cls", "page"], ["gallery", "page", "page_md"], **quiet,
           trigger_mode="always_last")
@@ -111,7 +123,8 @@ def refresh(s: Session) -> Updates:
     v = data_views(ctx)
     return Updates(data_summary=v["data_md"], counts=v["counts"], sizes=v["sizes"], bad=v["bad"],
                    cls=gr.update(choices=[ALL] + ctx.ds.vocab, value=ALL), page=_page(v), page_md=v["page_md"],
-                   gallery=v["gallery"], big=v["big"], info=v["info"], patch=v["patch"],
+                   gallery=gr.update(value=v["gallery"], selected_index=None), big=v["big"], info=v["info"],
+                   patch=v["patch"],
                    px=gr.update(maximum=ctx.ds.size - PATCH, value=v["px"]),
                    py=gr.update(maximum=ctx.ds.size - PATCH, value=v["py"]), aug_plot=v["augment"])
 
@@ -123,31 +136,60 @@ def on_source(choice) -> Updates:
 
 
 def on_load(s: Session, source, folder_path, zip_file, size, valid_fraction, seed, group_split=False,
-            progress=gr.Progress()):
-    """Load the chosen dataset into this session and refresh every tab."""
-    want = int(size) or None  # 0: fit to the images
+            resize="squish", progress=gr.Progress()):
+    """Load the chosen dataset into this session and refresh every tab. A dataset that cannot be loaded leaves
+    everything as it was, says why in one line and that the previous data is still loaded."""
+    if source == ZIP and zip_file:
+        zip_file = upload(zip_file)  # a request naming a file it did not upload is refused outright
+    try:
+        ds, name, tmp = load_choice(s, source, folder_path, zip_file, size, valid_fraction, seed, resize, progress)
+        note = ""
+        if group_split:
+            ds, note = _grouped(ds if ds is not None else s.shared.ctx0.ds, tmp)
+    except (gr.Error, datamod.DataError) as e:
+        return refused(s, e)
+    s.use(DataCtx(ds, name, tmp) if ds is not None else None)
+    progress(0.9, desc="computing the ideal images")
+    ctx = s.data
+    done = f"Loaded **{html.escape(ctx.name)}**: {len(ctx.ds.items):,} images, {ctx.ds.c} classes.{note}"
+    return refresh_all(s) | Updates(session=s, result=done, load_md=done)
+
+
+def load_choice(s: Session, source, folder_path, zip_file, size, valid_fraction, seed, resize, progress) -> tuple:
+    """(dataset or None for the start-up one, its name, its temporary folder) for the Load button's inputs."""
+    want = int(size or 0) or None  # 0: fit to the images
     if want is not None and want < 8:
         raise gr.Error("Stored image size: choose 0 (the images' own size) or 8 pixels and more.")
-    kw = dict(size=want, valid_pct=float(valid_fraction), seed=int(seed or 0), progress=_gr_progress(progress))
-    if source == ZIP and zip_file:
-        zip_file = upload(zip_file)
+    kw = dict(size=want, valid_pct=float(valid_fraction), seed=int(seed or 0), progress=_gr_progress(progress),
+              resize=resize if resize in RESIZE_METHODS else "squish")
     tmp = str(tmpdirs.make("zip")) if source == ZIP else None
     try:
         ds, name = open_choice(s.shared, source, folder_path, zip_file, tmp, **kw)
     except datamod.DataError as e:
         tmpdirs.remove(tmp)
-        raise gr.Error(str(e)) from None
+        raise datamod.DataError(str(e).replace(f"{tmp}/", "").replace(str(tmp), "the zip") if tmp else str(e)) \
+            from None
     except BaseException:  # any other failure must not leave an unpacked upload behind either
         tmpdirs.remove(tmp)
         raise
-    note = ""
-    if group_split:
-        ds, note = _grouped(ds if ds is not None else s.shared.ctx0.ds, tmp)
-    s.use(DataCtx(ds, name, tmp) if ds is not None else None)
-    progress(0.9, desc="computing the ideal images")
-    ctx = s.data
-    return refresh_all(s) | Updates(session=s, result=f"Loaded **{html.escape(ctx.name)}**: {len(ctx.ds.items):,} "
-                                                      f"images, {ctx.ds.c} classes.{note}")
+    return ds, name, tmp
+
+
+def refused(s: Session, e: Exception) -> Updates:
+    """A load that failed: one readable line (escaped: names like <class> stay visible) in the load message and a
+    toast; one line in the server's log; nothing else changes."""
+    msg = str(e.message if isinstance(e, gr.Error) else e)
+    log.warning("load refused: %s", plain(e) if not isinstance(e, gr.Error) else msg)
+    text = f"Could not load this dataset: {msg.rstrip('.')}. The previous dataset, {s.data.name}, is still loaded."
+    gr.Warning(html.escape(text))
+    return Updates(load_md=f"**{html.escape(text)}**")
+
+
+def on_zip_uploaded(zip_file) -> str:
+    """A zip dropped: say what to do next."""
+    if not zip_file:
+        return ""
+    return f"**{html.escape(file_name(str(zip_file)))}** uploaded: press **Load dataset** to open it."
 
 
 def open_choice(shared: Shared, choice, folder_text, zpath, tmp, **kw) -> tuple[datamod.Dataset | None, str]:
@@ -175,6 +217,7 @@ def open_choice(shared: Shared, choice, folder_text, zpath, tmp, **kw) -> tuple[
         return datamod.open_dataset(folder_text.strip(), **kw), folder_text.strip()
     ds0 = shared.ctx0.ds
     if choice == START or (not shared.own_data and kw["valid_pct"] == ds0.valid_pct and kw["seed"] == ds0.seed
+                           and kw.get("resize", "squish") == ds0.resize
                            and (kw["size"] == ds0.size or (kw["size"] is None and shared.size is None))):
         return None, shared.ctx0.name  # the start-up set again (the same request as start-up): share it
     return datamod.resolve(None, **kw), EMBEDDED
@@ -197,7 +240,7 @@ def on_class(s: Session, c) -> Updates:
 
 def on_page(s: Session, c, p) -> Updates:
     v = gallery_view(s.data, c, int(p or 1))
-    return Updates(gallery=v["gallery"], page=_page(v), page_md=v["page_md"])
+    return Updates(gallery=gr.update(value=v["gallery"], selected_index=None), page=_page(v), page_md=v["page_md"])
 
 
 def on_pick(s: Session, c, p, x, y, evt: gr.SelectData):

@@ -12,14 +12,14 @@ from ... import store, tmpdirs
 from ...images import ImageError, header
 from ...predict import Predictor
 from ...uploads import zip_directory
-from ...views import DataCtx, ViewError, explain_view, file_name, unknown_note
+from ...views import DataCtx, ViewError, explain_view, file_name, input_note, unknown_note
 from ..registry import BASE, Registry, on_models_tab, pickers
 from ..state import Session, Shared
 from ..widgets import examples, unopened, upload
 from ..wiring import Ui, Updates
 
 REFRESHES = ("pmodel", "pex", "pclass", "pthr")
-TABLE = ["file", "predicted", "probability %", "next best"]
+TABLE = ["file", "predicted", "probability %", "next best", "error"]
 
 
 def layout(ui: Ui, shared: Shared) -> None:
@@ -51,9 +51,11 @@ def layout(ui: Ui, shared: Shared) -> None:
                                  "only)", info="Images scoring above it count as far from the training data.",
                                  elem_id="predict-threshold")
         with gr.Accordion("Many images at once", open=False):
-            pfiles = gr.File(file_count="multiple", label="Images (any number; unreadable files are reported, not "
-                             "fatal)", height=120)
-            pmany = gr.Dataframe(pd.DataFrame(columns=TABLE), interactive=False, show_label=False)
+            pfiles = gr.File(file_count="multiple", label="Images (any number; each upload replaces the results "
+                             "before; unreadable files are reported, not fatal)", height=120, elem_id="predict-files")
+            pmany = gr.Dataframe(pd.DataFrame(columns=TABLE), interactive=False, show_label=False, wrap=True,
+                                 elem_id="predict-many")
+            pcsv = gr.File(label="Results as CSV", interactive=False, height=90, visible=False, elem_id="predict-csv")
         with gr.Accordion("Export or import a model", open=False):
             with gr.Row(equal_height=False):
                 with gr.Column():
@@ -62,6 +64,7 @@ def layout(ui: Ui, shared: Shared) -> None:
                 with gr.Column():
                     import_file = gr.File(label="Import a model zip (from logoapp)", file_types=[".zip"], height=90)
                     import_md = gr.Markdown("")
+    ui.add(pcsv=pcsv)
     ui.add(pshow=pshow, pclass=pclass, pheat=pheat, pheat_md=pheat_md, pthr=pthr)
     ui.add(tab_pred=tab_pred, pmodel=pmodel, pimg=pimg, pex=pex, plabel=plabel, pinfo=pinfo, pfiles=pfiles,
            pmany=pmany, export_btn=export_btn, export_file=export_file, import_file=import_file, import_md=import_md)
@@ -74,15 +77,18 @@ def wire(ui: Ui) -> None:
           show_progress="minimal")
     ui.on("pmodel.change", on_repredict, ins, "plabel", api_visibility="private", concurrency_id="predict",
           show_progress="minimal")
-    ui.on(["pimg.change", "pthr.release"], on_predict_note, ["pimg", "pmodel", "pthr", "session"], "pinfo", **quiet)
+    # the note is cleared first: an image refused before the handler runs leaves no note of the one before
+    ui.on("pimg.change", lambda: "", None, "pinfo", **quiet).then(
+        ui.handler(on_predict_note), ui.all(["pimg", "pmodel", "pthr", "session"]), ui.all("pinfo"), **quiet)
+    ui.on("pthr.release", on_predict_note, ["pimg", "pmodel", "pthr", "session"], "pinfo", **quiet)
     ui.on("pmodel.change", on_threshold, ["pmodel", "session"], "pthr", **quiet).then(
         ui.handler(on_predict_note), ui.all(["pimg", "pmodel", "pthr", "session"]), ui.all("pinfo"), **quiet)
     look = ["pimg", "pmodel", "pshow", "session"]
     ui.on(["pimg.change", "pmodel.change"], on_look, look, ["pclass", "pheat", "pheat_md"], **quiet)
     ui.on(["pclass.input", "pshow.change"], on_look_class, look + ["pclass"], ["pheat", "pheat_md"], **quiet)
     ui.on("pmodel.change", on_examples, ["pmodel", "session"], "pex", **quiet)
-    ui.on("pfiles.change", on_many, ["pfiles", "pmodel", "session"], "pmany", api_name="predict_many",
-          concurrency_id="predict")
+    ui.on("pfiles.upload", on_many_csv, ["pfiles", "pmodel", "session"], ["pmany", "pcsv", "pfiles"],
+          api_name="predict_many", concurrency_id="predict")
     ui.on("export_btn.click", on_export, ["session", "pmodel"], "export_file", api_name="export_model")
     ui.on("import_file.upload", on_import, ["session", "import_file"], "import_md", api_name="import_model").success(
         ui.handler(on_imported), ui.all("session"), ui.all(["pmodel", "emodel"]), **quiet)
@@ -176,10 +182,8 @@ def on_predict_note(image, model, thr, s: Session):
         r = p.predict(image, with_unknown=True)
     except (ImageError, gr.Error):
         return ""
-    n, meta = p.size, p.meta
     note = unknown_note(r, None if r["threshold"] is None else float(thr if thr is not None else r["threshold"]))
-    return ((note + "  \n" if note else "") + f"Input {h.width}×{h.height} {h.mode} ({h.format}) → resized to "
-            f"{n}×{n} {'RGBA' if meta['channels'] == 4 else 'RGB'}, exactly as in training.")
+    return (note + "  \n" if note else "") + input_note(h, p.meta)
 
 
 def on_threshold(model, s: Session):
@@ -226,16 +230,27 @@ def on_many(files, model, s: Session):
     return predict_table(predictor(s, model or s.reg.default(s.data)).predict_many(files))
 
 
+def on_many_csv(files, model, s: Session) -> Updates:
+    """Classify the images of one upload: the table (errors in their own column), the same as a CSV to download,
+    and the upload box emptied, so the next upload replaces these files instead of adding to them."""
+    table = on_many(files, model, s)
+    if not len(table):
+        return Updates(pmany=table, pcsv=gr.update(value=None, visible=False))
+    path = tmpdirs.make("export") / "predictions.csv"
+    table.to_csv(path, index=False)
+    return Updates(pmany=table, pcsv=gr.update(value=str(path), visible=True), pfiles=None)
+
+
 def predict_table(rows: list[dict]) -> pd.DataFrame:
     out = []
     for r in rows:
         name = file_name(r["path"]) if r.get("path") else "(image)"
         if "error" in r:
-            out.append((name, "—", None, f"error: {r['error']}"))
+            out.append((name, "", None, "", r["error"]))
         else:
             top = list(r["probs"].items())
             out.append((name, r["label"], round(100 * top[0][1], 1),
-                        ", ".join(f"{k} {100 * v:.0f}%" for k, v in top[1:3])))
+                        ", ".join(f"{k} {100 * v:.0f}%" for k, v in top[1:3]), ""))
     return pd.DataFrame(out, columns=TABLE)
 
 
