@@ -31,7 +31,8 @@ from torch import nn
 from .ideal import to_float
 from .images import composite
 
-METHODS = {"cnn": "Grad-CAM", "resnet18": "Grad-CAM", "resnet34": "Grad-CAM", "linear": "weights x input",
+METHODS = {"cnn": "Grad-CAM", "resnet18": "Grad-CAM", "resnet34": "Grad-CAM", "mobilenet": "Grad-CAM",
+           "features": "Grad-CAM", "linear": "weights x input",
            "mlp": "gradient x input", "pixel": "difference from the ideal images"}
 ALPHA = 0.5       # heatmap weight in the overlay
 COLORMAP = "jet"  # the usual Grad-CAM colours: blue (no evidence) to red (most)
@@ -192,7 +193,8 @@ def pixel_map(model: nn.Module, meta: dict, image, target=None) -> Explanation:
     return _result(meta, x, dr - dt, logits, t, METHODS["pixel"], extra)
 
 
-BY_ARCH = {"cnn": gradcam, "resnet18": gradcam, "resnet34": gradcam, "linear": linear_map, "mlp": mlp_map,
+BY_ARCH = {"cnn": gradcam, "resnet18": gradcam, "resnet34": gradcam, "mobilenet": gradcam, "features": gradcam,
+           "linear": linear_map, "mlp": mlp_map,
            "pixel": pixel_map}
 
 
