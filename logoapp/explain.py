@@ -1,6 +1,6 @@
 """Why a model answered as it did: a heatmap over the image, one method per rung, one result type.
 
-- cnn, resnet18/34: Grad-CAM (Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from Deep Networks via
+- cnn, resnet18/34, mobilenet, features: Grad-CAM (Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from Deep Networks via
   Gradient-based Localization"): the last convolutional block's feature maps, weighted by the spatial mean of the
   class score's gradient, summed, ReLU. Hooks go on the trained model itself (the flat inference copy runs none).
 - linear: weights x input, per pixel: the class's weight times the normalised pixel, summed over channels. That is
