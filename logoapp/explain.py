@@ -1,8 +1,9 @@
 """Why a model answered as it did: a heatmap over the image, one method per rung, one result type.
 
-- cnn, resnet18/34, mobilenet, features: Grad-CAM (Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from Deep Networks via
-  Gradient-based Localization"): the last convolutional block's feature maps, weighted by the spatial mean of the
-  class score's gradient, summed, ReLU. Hooks go on the trained model itself (the flat inference copy runs none).
+- cnn, resnet18/34, mobilenet, features: Grad-CAM (Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from Deep
+  Networks via Gradient-based Localization"): the last convolutional block's feature maps, weighted by the spatial
+  mean of the class score's gradient, summed, ReLU. Hooks go on the trained model itself (the flat inference copy
+  runs none).
 - linear: weights x input, per pixel: the class's weight times the normalised pixel, summed over channels. That is
   exactly each pixel's share of the class score (the bias aside): zeroing a pixel's normalised value removes it.
 - mlp: gradient x input (Shrikumar et al. 2016; Simonyan et al. 2014 for the gradient): the class score's gradient

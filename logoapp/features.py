@@ -25,7 +25,8 @@ def image_keys(images: np.ndarray, idx: np.ndarray) -> list[str]:
 
 def _store(net: nn.Module, backbone_file: str) -> Path:
     prep = net.prep
-    tag = f"{backbone_file}-{prep.size}px-{'on' + '.'.join(map(str, map(int, prep.compose))) if prep.compose else 'rgb'}"
+    bg = "on" + ".".join(str(int(c)) for c in prep.compose) if prep.compose else "rgb"
+    tag = f"{backbone_file}-{prep.size}px-{bg}"
     d = cache_dir() / "features" / tag.replace("/", "_")
     d.mkdir(parents=True, exist_ok=True)
     return d

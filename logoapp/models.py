@@ -33,7 +33,7 @@ class Rung:
     groups: Callable | None = None  # Net -> parameter groups (body, head), so fine_tune can freeze the body
     weights: str | None = None   # the ImageNet backbone (logoapp.weights.BACKBONES) it starts from, fetched on first use
     head_only: bool = False      # the backbone stays frozen: its pooled features are cached, only the head trains
-    upsample: bool = False       # input size is the rung's even above the data's (ImageNet filters want ImageNet scale)
+    upsample: bool = False       # input at the rung's size even above the data's (ImageNet filters want that scale)
 
     @property
     def trainable(self) -> bool:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from .common import CliError, bar, emit
+from .common import CliError, emit
 
 
 def cmd_weights(args):
@@ -23,7 +23,8 @@ def cmd_weights(args):
         return emit(rows)
     w = max(len(r["name"]) for r in rows)
     for r in rows:
-        where = r["path"] if r["on_disk"] else f"not on disk ({'downloads off' if W.offline() else 'fetched on first use'})"
+        later = "downloads off" if W.offline() else "fetched on first use"
+        where = r["path"] if r["on_disk"] else f"not on disk ({later})"
         print(f"{r['name']:<{w}}  {r['file']:<34} {r['size_mb']:6.1f} MB  {where}")
     print(f"\nfolder: {W.cache_dir()} (torch's hub cache; torchvision and fastai look there too)")
 
@@ -52,7 +53,8 @@ def add(sub):
                        "LOGOAPP_WEIGHTS_URL points at a mirror; LOGOAPP_OFFLINE=1 forbids downloads.")
     s.add_argument("action", nargs="?", choices=["list", "download"], default="list")
     s.add_argument("name", nargs="?", default=None, metavar="NAME", help="backbone to download (see the list)")
-    s.add_argument("--models", default=None, help="models folder also searched for pretrained/<file> (default ./models)")
+    s.add_argument("--models", default=None,
+                   help="models folder also searched for pretrained/<file> (default ./models)")
     s.add_argument("--offline", action="store_true", help="never download (same as LOGOAPP_OFFLINE=1)")
     s.add_argument("--json", action="store_true", help="print JSON on stdout")
     s.set_defaults(fn=cmd_weights)
