@@ -31,7 +31,7 @@ class Rung:
     augment: bool = False        # augmentation on by default (image models) or off (flat-vector models)
     channels_last: bool = False  # convolutional: channels-last memory is faster on CPU and GPU
     groups: Callable | None = None  # Net -> parameter groups (body, head), so fine_tune can freeze the body
-    weights: str | None = None   # the ImageNet backbone (logoapp.weights.BACKBONES) it starts from, fetched on first use
+    weights: str | None = None   # ImageNet backbone it starts from (weights.BACKBONES), fetched on first use
     head_only: bool = False      # the backbone stays frozen: its pooled features are cached, only the head trains
     upsample: bool = False       # input at the rung's size even above the data's (ImageNet filters want that scale)
 
