@@ -206,7 +206,7 @@ def eval_views(res: Evaluation, meta: dict, ctx: DataCtx, name: str, label: str)
     worst = confused[0] if confused else (ds.vocab[0], ds.vocab[0], 0)
     arch = meta["arch"]
     md = (f"### {html.escape(label)}\n\n**{res.accuracy:.1%}** of {res.n:,} validation images right"
-          f"{summary_extra(res)} · {models.describe(arch)}")
+          f"{summary_extra(res)} · {models.describe_meta(meta)}")
     v = {"eval_md": md, "cm": plots.confusion(res.confusion.tolist(), ds.vocab),
          "eval_table": plots.per_class_table(res.per_class, n_valid, class_metrics(res)),
          "confused": plots.most_confused_table(confused[:12]), "tops": tops,
