@@ -35,7 +35,8 @@ def _store(net: nn.Module, backbone_file: str) -> Path:
 @torch.inference_mode()
 def _compute(net: nn.Module, images: np.ndarray, dev) -> np.ndarray:
     """Pooled features (N, D) float32 of uint8 images: prep (no augmentation), then the body up to its head."""
-    encoder = nn.Sequential(*list(net.body)[:3]).eval().to(dev)
+    net.eval().to(dev)  # prep's buffers and the encoder on the device the images go to
+    encoder = nn.Sequential(*list(net.body)[:3])
     out = []
     for i in range(0, len(images), BS):
         x = torch.from_numpy(np.ascontiguousarray(images[i:i + BS])).to(dev)
