@@ -297,6 +297,25 @@ def default_size(name: str, data_size: int) -> int:
     return r.size if r.upsample and r.size else min(r.size or data_size, data_size)
 
 
+PHOTO_SIZE = 96     # photos above 64 px: a from-scratch rung sees up to this many pixels a side (more detail)
+MIN_STEPS = 300     # photos: at least this many optimizer steps by default (small sets get more epochs) ...
+MAX_EPOCH_MULT = 3  # ... but at most this many times the rung's own epochs
+
+
+def suggested(name: str, data_size: int, channels: int, n_train: int, bs: int = 64) -> dict:
+    """Epochs and input size for a run when none are asked for: the rung's defaults, except that photos (RGB, no
+    alpha) trained from scratch by an augmenting rung get a larger input when the images are larger than 64 px and
+    more epochs when the set is small (measured on CIFAR-10 photos; README, Benchmarks)."""
+    r = get(name)
+    epochs, size = r.epochs, default_size(name, data_size)
+    if channels == 3 and r.augment and not r.weights and r.size:
+        if data_size > r.size:
+            size = min(data_size, max(r.size, PHOTO_SIZE))
+        steps = max(1, n_train // bs)
+        epochs = min(max(r.epochs, -(-MIN_STEPS // steps)), r.epochs * MAX_EPOCH_MULT)
+    return {"epochs": epochs, "size": size}
+
+
 COMPOSE_ON = (255, 255, 255)  # RGBA meets an RGB backbone composed on white, as images.to_channels flattens it
 
 

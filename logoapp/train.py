@@ -41,11 +41,14 @@ class TrainConfig:
     wd: float = 0.01
     pretrained: bool = True       # rungs with an ImageNet backbone start from its weights (fetched on first use)
 
-    def resolved(self) -> TrainConfig:
-        """Fill the rung's defaults in."""
+    def resolved(self, ds=None) -> TrainConfig:
+        """Fill the rung's defaults in; with ds, the epochs and input size suggested for that data
+        (models.suggested: photos get a larger input and, in small sets, more epochs)."""
         r = M.get(self.model)
-        return TrainConfig(self.model, self.epochs or r.epochs, self.lr or r.lr, self.bs, self.size,
-                           r.augment if self.aug is None else self.aug, self.seed, self.wd, self.pretrained)
+        s = M.suggested(self.model, ds.size, ds.channels, len(ds.idx("train")), self.bs) if ds is not None else {}
+        return TrainConfig(self.model, self.epochs or s.get("epochs") or r.epochs, self.lr or r.lr, self.bs,
+                           self.size or s.get("size"), r.augment if self.aug is None else self.aug, self.seed,
+                           self.wd, self.pretrained)
 
 
 def backbone_weights(cfg: TrainConfig, progress=None) -> Path | None:
@@ -223,7 +226,7 @@ def make_learner(ds, cfg: TrainConfig, dev=None, cbs=(), weights: Path | None = 
 
 def lr_find(ds, cfg: TrainConfig) -> dict:
     """fastai's learning-rate finder: the suggested rate and the (lr, loss) curve."""
-    cfg = cfg.resolved()
+    cfg = cfg.resolved(ds)
     learn, _ = make_learner(ds, cfg, weights=backbone_weights(cfg))
     n = max(40, min(100, len(learn.dls.train) * 3))  # fastai repeats epochs as needed: small sets still get a curve
     with warnings.catch_warnings():
@@ -241,7 +244,7 @@ def fit(ds, cfg: TrainConfig, emit: Callable[[Event], None] = lambda e: None, st
     is one (calibrate.fit_calibration): the model folder then answers with calibrated probabilities and "unknown"."""
     from . import calibrate, store
     from .evaluate import evaluate
-    cfg = cfg.resolved()
+    cfg = cfg.resolved(ds)
     stop = stop or threading.Event()
     ev = Events(emit, stop, cfg.epochs)
     learn, info = make_learner(ds, cfg, cbs=[ev], weights=backbone_weights(cfg))

@@ -156,3 +156,14 @@ def test_still_rising():
     rows = [{"accuracy": a} for a in (0.5, 0.6, 0.7)]
     assert T.still_rising(rows)
     assert not T.still_rising(rows + [{"accuracy": 0.65}]) and not T.still_rising(rows[:1])
+
+
+def test_photo_defaults_come_from_the_data():
+    crests, rung = M.suggested("cnn", 140, 4, 2400), M.get("cnn")
+    assert crests == {"epochs": rung.epochs, "size": rung.size}  # crests and logos keep the rung's defaults
+    big = M.suggested("cnn", 140, 3, 2400)
+    assert rung.size < big["size"] <= 140 and big["epochs"] >= rung.epochs  # photos above 64 px: a larger input
+    small, tiny = M.suggested("cnn", 32, 3, 1200), M.suggested("cnn", 32, 3, 100)
+    assert small["size"] == 32 and rung.epochs < small["epochs"] <= tiny["epochs"] <= rung.epochs * M.MAX_EPOCH_MULT
+    assert M.suggested("linear", 140, 3, 100) == {"epochs": M.get("linear").epochs, "size": 140}
+    assert M.suggested("features", 32, 3, 100)["size"] == M.get("features").size  # ImageNet scale: upsampled

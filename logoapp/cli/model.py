@@ -36,11 +36,12 @@ def cmd_train(args):
     try:
         for e in train(ds, cfg, stop=stop, out=out):
             if isinstance(e, Start):
-                bar = tqdm(total=e.n_iter * cfg.resolved().epochs, file=sys.stderr, desc=args.model, leave=False,
+                bar = tqdm(total=e.n_iter * e.config["epochs"], file=sys.stderr, desc=args.model, leave=False,
                            disable=None, dynamic_ncols=True)
                 if e.weights_note:
                     print(e.weights_note, file=sys.stderr)
             elif isinstance(e, Batch) and bar is not None:
+                bar.total = e.n_epoch * e.n_iter  # fine_tune adds a frozen epoch
                 bar.n = e.epoch * e.n_iter + e.iter + 1
                 bar.set_postfix(loss=f"{e.train_loss:.3f}", acc=f"{e.train_acc:.3f}", refresh=True)
             elif isinstance(e, Epoch) and not args.json:

@@ -18,7 +18,7 @@ from ..state import Session, Shared
 from ..widgets import bar, secs
 from ..wiring import Ui, Updates
 
-REFRESHES = ("tsize", "board", "wnote")
+REFRESHES = ("tsize", "epochs", "board", "wnote")
 CURVES = ("loss_plot", "acc_plot")
 
 
@@ -35,11 +35,12 @@ def layout(ui: Ui, shared: Shared) -> None:
                     pretrained = gr.Checkbox(value=True, label="Start from ImageNet weights", visible=False,
                                              elem_id="pretrained")
                     fetch_btn = gr.Button("Fetch weights", visible=False, elem_id="fetch-btn", size="sm")
-                epochs = gr.Slider(1, 40, value=rung.epochs, step=1, label="Epochs", elem_id="epochs")
+                sug = suggested(rung.name, shared.ctx0.ds)
+                epochs = gr.Slider(1, 40, value=sug["epochs"], step=1, label="Epochs", elem_id="epochs")
                 with gr.Row(equal_height=False, elem_classes="la-align-end"):
                     lr = gr.Number(value=rung.lr, label="Learning rate", minimum=0, step=1e-4, elem_id="lr", scale=2)
                     lr_btn = gr.Button("Find LR", scale=1, min_width=90, elem_classes="la-inline-btn")
-                tsize = gr.Slider(16, 256, value=models.default_size(rung.name, shared.ctx0.ds.size), step=8,
+                tsize = gr.Slider(16, 256, value=sug["size"], step=8,
                                   label="Input size (pixels the model sees)", elem_id="size")
                 with gr.Row():
                     bs = gr.Dropdown([16, 32, 64, 128, 256], value=st.bs, label="Batch size", min_width=100)
@@ -90,8 +91,14 @@ def wire(ui: Ui) -> None:
 
 
 def refresh(s: Session) -> Updates:
-    return Updates(tsize=gr.update(value=models.default_size(models.DEFAULT_MODEL, s.data.ds.size)),
+    sug = suggested(models.DEFAULT_MODEL, s.data.ds)
+    return Updates(tsize=gr.update(value=sug["size"]), epochs=gr.update(value=sug["epochs"]),
                    board=board_df(s.board, s.data), wnote=weights_note(models.DEFAULT_MODEL, s.data.ds))
+
+
+def suggested(arch: str, ds) -> dict:
+    """The epochs and input size a run on this data starts from (models.suggested)."""
+    return models.suggested(arch, ds.size, ds.channels, len(ds.idx("train")), Settings().bs)
 
 
 def weights_note(arch: str, ds, pretrained: bool = True) -> str:
@@ -118,8 +125,8 @@ def _needs_fetch(arch: str, pretrained: bool = True) -> bool:
 
 def on_arch(a, s: Session):
     """Another rung picked: its description, defaults and the weights it would start from."""
-    r = models.get(a)
-    return (r.description, r.epochs, r.lr, models.default_size(a, s.data.ds.size), r.augment,
+    r, sug = models.get(a), suggested(a, s.data.ds)
+    return (r.description, sug["epochs"], r.lr, sug["size"], r.augment,
             weights_note(a, s.data.ds), gr.update(visible=bool(r.weights) and not r.head_only, value=True),
             gr.update(visible=_needs_fetch(a)))
 
