@@ -298,7 +298,7 @@ def default_size(name: str, data_size: int) -> int:
 
 
 PHOTO_SIZE = 96     # photos above 64 px: a from-scratch rung sees up to this many pixels a side (more detail)
-MIN_STEPS = 300     # photos: at least this many optimizer steps by default (small sets get more epochs) ...
+MIN_STEPS = 180     # photos: at least this many optimizer steps by default (small sets get more epochs) ...
 MAX_EPOCH_MULT = 3  # ... but at most this many times the rung's own epochs
 
 
