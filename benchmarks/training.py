@@ -97,15 +97,15 @@ def ladder(ds, quick: bool) -> tuple[list[dict], dict, dict | None]:
     b = ideal.baseline(ds)
     rows.append({"model": "pixel", "accuracy": b["accuracy"], "seconds": time.perf_counter() - t,
                  "n_params": int(b["model"].means.numel()), "epochs": 0})
-    runs = [(n, n != "resnet18") for n in ["linear", "mlp", "cnn"] + ([] if quick else ["resnet18"])]
-    runs += [(n, True) for n in pretrained_rungs(quick)]
-    for name, pretrained in runs:
+    runs = [(n, n, n != "resnet18") for n in ["linear", "mlp", "cnn"] + ([] if quick else ["resnet18"])]
+    runs += [(n if n == "features" else f"{n}_imagenet", n, True) for n in pretrained_rungs(quick)]
+    for label, name, pretrained in runs:
         cfg = TrainConfig(name, epochs=1 if quick and name != "features" else None, pretrained=pretrained)
         log(f"ladder: {name} ({cfg.resolved().epochs} epoch(s))")
         events = []
         t = time.perf_counter()
         done = T.fit(ds, cfg, events.append)
-        rows.append({"model": name if pretrained or name != "resnet18" else "resnet18 (random init)",
+        rows.append({"model": label,
                      "accuracy": done.accuracy, "seconds": done.seconds, "n_params": done.n_params,
                      "epochs": len(done.history), "pretrained": done.pretrained,
                      "wall_seconds": time.perf_counter() - t, "features": done.meta["metrics"].get("features")})
