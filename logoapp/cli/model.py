@@ -163,7 +163,7 @@ def add(sub):
                       "the model at its own default, e.g. 64 for cnn)")
     s.add_argument("--model", choices=M.trainable(), default=M.DEFAULT_MODEL,
                    help=f"which rung of the ladder (default {M.DEFAULT_MODEL})")
-    s.add_argument("--epochs", type=int, default=None, help="epochs (default: per model)")
+    s.add_argument("--epochs", type=int, default=None, help="epochs (default: per model; RGB photos trained from scratch get more in small sets)")
     s.add_argument("--lr", type=float, default=None,
                    help="peak learning rate of the one-cycle schedule (default: per model)")
     s.add_argument("--bs", type=int, default=64, help="batch size (default 64)")
