@@ -11,7 +11,8 @@ import warnings
 
 from .common import crests, load_avg, log, machine
 
-SECTIONS = ("train", "predict", "load", "memory", "ladder")
+SECTIONS = ("train", "predict", "load", "memory", "ladder", "audit", "bigdata", "cifar")
+SLOW = ("bigdata", "cifar")  # minutes even when quick (a 2 GB cache; CIFAR-10): only when asked for with --quick
 
 
 def datasets(quick: bool, only) -> dict:
@@ -34,7 +35,7 @@ def run(quick: bool, only=SECTIONS) -> dict:
         f"load {info['load_avg_start']}")
     folders = datasets(quick, only)
     ds = open_dataset(folders["train"]) if "train" in folders else None
-    figs, rows = {}, []
+    figs, rows, extra = {}, [], {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if "train" in only:
@@ -49,10 +50,19 @@ def run(quick: bool, only=SECTIONS) -> dict:
             rows, ladder_figs, cnn = training.ladder(ds, quick)
             figs.update(ladder_figs)
             figs["time_to_98"] = training.time_to(cnn)
+        if "audit" in only:
+            from . import audit
+            figs.update(audit.run(quick)["figures"])
+        if "bigdata" in only:
+            from . import bigdata
+            figs.update(bigdata.bench(quick))
+        if "cifar" in only:
+            from . import cifar
+            extra["cifar"] = cifar.run(quick)
     info["load_avg_end"] = load_avg()
     return {"mode": "quick" if quick else "full", "machine": info, "figures": figs, "ladder": rows,
             "dataset": ds.summary()["n_images"] if ds is not None else None,
-            "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0, **extra}
 
 
 def fmt(x, unit: str = "") -> str:
@@ -83,6 +93,10 @@ def table(res: dict) -> str:
         for r in res["ladder"]:
             lines.append(f"| {r['model']} | {r['accuracy']:.1%} | {r['epochs']} | {r['seconds']:.1f} | "
                          f"{r['n_params']:,} |")
+    for name, c in (res.get("cifar") or {}).items():
+        lines.append(f"\nCIFAR-10 {name}: " + (f"test accuracy {c['accuracy']:.1%} in {c['train_seconds']:.0f} s of "
+                                                  f"training (goal {c['goal_accuracy']:.0%} in {c['budget_seconds']} s)"
+                                                  f": `{c['command']}`" if "accuracy" in c else f"failed: {c}"))
     lines += ["", "How each figure was measured:"]
     lines += [f"- {f['name']}: {f['how']}" for f in res["figures"].values()]
     lines.append(f"\n{sum(f['pass'] for f in res['figures'].values())}/{len(res['figures'])} goals met in "
@@ -94,9 +108,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     p.add_argument("--quick", action="store_true", help="small data, few repeats: a smoke run in well under a minute")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of the table")
-    p.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections ({','.join(SECTIONS)})")
+    p.add_argument("--only", default=None, help=f"comma-separated sections ({','.join(SECTIONS)}; default all, "
+                   "and all but bigdata with --quick)")
     a = p.parse_args(argv)
-    only = tuple(s.strip() for s in a.only.split(",") if s.strip())
+    default = [s for s in SECTIONS if not (a.quick and s in SLOW)]
+    only = tuple(s.strip() for s in (a.only or ",".join(default)).split(",") if s.strip())
     bad = [s for s in only if s not in SECTIONS]
     if bad:
         p.error(f"unknown section(s) {', '.join(bad)}; choose from {', '.join(SECTIONS)}")

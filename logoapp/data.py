@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import parallel
+from . import ondisk
 from .config import Settings, cache_dir
 from .images import IMAGE_EXTS, ImageError, decode, header
 
@@ -119,7 +120,7 @@ def _class_files(top: Path, bad: list[BadFile], notes: list[str]) -> dict[str, l
     """Class name -> image files under top/<class>/ (any depth); stray and non-image files reported."""
     out = {}
     for d in sorted(top.iterdir(), key=lambda p: p.name):
-        if d.name.startswith("."):
+        if d.name.startswith((".", "_")):  # hidden, or logoapp's own (_excluded/: images a fix set aside)
             continue
         if not d.is_dir():
             if d.suffix.lower() in IMAGE_EXTS:
@@ -143,7 +144,7 @@ def _class_files(top: Path, bad: list[BadFile], notes: list[str]) -> dict[str, l
 
 def _layout(root: Path, bad, notes) -> tuple[list[tuple[Path, str, int]], bool]:
     """(file, class, split) for every candidate image; split a Split code (-1: split later)."""
-    subs = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    subs = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))}
     if "train" in subs and any(k in subs for k in ("valid", "validation", "val", "test")):
         has_valid = any(k in subs for k in ("valid", "validation", "val"))
         rows = []
@@ -187,14 +188,14 @@ def _cache_key(rows, size: int | str) -> str:
     return h.hexdigest()[:20]
 
 
-def _load_cache(key: str):
+def _load_cache(key: str, mapped: bool | None = None):
     d = cache_dir() / "datasets"
     meta, arr = d / f"{key}.json", d / f"{key}.npy"
     if not (meta.exists() and arr.exists()):
         return None
     try:
         m = json.loads(meta.read_text())
-        images = np.load(arr, allow_pickle=False)
+        images = ondisk.load(arr, ondisk.wanted(arr.stat().st_size, mapped))
         if images.shape[0] != len(m["items"]):
             return None
         return m, images
@@ -202,29 +203,53 @@ def _load_cache(key: str):
         return None
 
 
-def _save_cache(key: str, meta: dict, images: np.ndarray) -> None:
+def _save_cache(key: str, meta: dict, images: np.ndarray, written: Path | None = None) -> Path | None:
+    """Write a cache entry (atomically: concurrent writers each write their own temporary file, the last rename
+    wins with identical content); written: the images sit in this .npy already (a mapped decode), moved, not
+    copied. Returns the entry's .npy, or None when the cache folder cannot be written."""
     d = cache_dir() / "datasets"
     try:
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f".{key}.{os.getpid()}.tmp.npy"
-        np.save(tmp, images)
+        tmp = written or d / f".{key}.{os.getpid()}.tmp.npy"
+        if written is None:
+            np.save(tmp, images)
         os.replace(tmp, d / f"{key}.npy")
         tmp = d / f".{key}.{os.getpid()}.tmp.json"
         tmp.write_text(json.dumps(meta))
         os.replace(tmp, d / f"{key}.json")  # json last: a cache entry is complete only when both exist
+        return d / f"{key}.npy"
     except OSError:
-        pass  # a read-only or full cache folder only costs speed
+        return None  # a read-only or full cache folder only costs speed
 
 
-def _decode_all(rows, size: int, channels: int, workers: int, progress) -> tuple[np.ndarray, list, list]:
-    """Decode every file into one preallocated uint8 array, in worker processes or threads (parallel.map_into);
-    one open per file gives both pixels and header."""
-    n = len(rows)
-    images = parallel.empty((n, size, size, channels), parallel.use_processes(n, workers))
+def _spill(key: str, shape: tuple, flag: bool | None) -> Path | None:
+    """Where to decode a set too large for memory (a temporary .npy in the cache folder), or None: in memory."""
+    if not ondisk.wanted(int(np.prod(shape)), flag):
+        return None
+    d = cache_dir() / "datasets"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return d / f".{key}.{os.getpid()}.spill.npy"
+
+
+def _decode_all(rows, size: int, channels: int, workers: int, progress, reuse: dict | None = None,
+                out: np.ndarray | None = None) -> tuple[np.ndarray, list, list]:
+    """Decode every file into one preallocated uint8 array (or out: a mapped file), in worker processes or threads
+    (parallel.map_into); one open per file gives both pixels and header. reuse: path -> (image, (width, height),
+    mode) decoded before."""
+    n, reuse = len(rows), reuse or {}
+    images = out if out is not None else parallel.empty((n, size, size, channels),
+                                                        parallel.use_processes(n - len(reuse), workers))
+    pages = ondisk.Reader(images)  # a mapped file: written pages leave this process's memory as it goes
     paths = [str(r[0]) for r in rows]
 
     def one(i: int, out: np.ndarray):
         info = {}
+        if (old := reuse.get(paths[i])) is not None and old[0].shape == out.shape[1:]:
+            out[i] = old[0]
+            return None, {"width": old[1][0], "height": old[1][1], "mode": old[2]}
         try:
             decode(paths[i], size, channels, info, out=out[i])
             return None, info
@@ -234,6 +259,7 @@ def _decode_all(rows, size: int, channels: int, workers: int, progress) -> tuple
             return f"cannot decode image ({type(e).__name__}: {e})", None
 
     def report(done: int) -> None:
+        pages.read(images[0].nbytes * parallel.STEP)
         if progress and (done % 64 < parallel.STEP or done == n):
             progress(done, n, "decoding images")
 
@@ -267,9 +293,13 @@ def fit_size(sides, most: int | None = None) -> int:
 
 
 def open_dataset(path, size: int | None = None, valid_pct: float | None = None, seed: int | None = None,
-                 cache: bool = True, workers: int | None = None, progress=None) -> Dataset:
+                 cache: bool = True, workers: int | None = None, progress=None, reuse: dict | None = None,
+                 mmap: bool | None = None) -> Dataset:
     """Open a folder of class sub-folders (or train/ + valid|validation|test/) as a Dataset. Images are stored as
-    size x size squares; with no size, at the images' own typical size, at most Settings.size (fit_size)."""
+    size x size squares; with no size, at the images' own typical size, at most Settings.size (fit_size).
+    reuse: path -> (image, size, mode) already decoded (reopen), used instead of decoding those files again.
+    mmap: keep the images in the on-disk cache, memory-mapped read-only, rather than in memory (None: when the
+    cache would take more than half the available memory, or as LOGOAPP_MMAP=1/0 says; needs cache=True)."""
     s = Settings()
     valid_pct = s.valid_pct if valid_pct is None else valid_pct
     seed, workers = s.seed if seed is None else seed, workers or s.workers
@@ -292,7 +322,7 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
 
     n_layout_bad = len(bad)
     key = _cache_key(rows, size or "fit")  # a fitted size needs no header pass to find its cache entry
-    hit = _load_cache(key) if cache else None
+    hit = _load_cache(key, mmap) if cache else None
     if hit:
         m, images = hit
         bad += [BadFile(**b) for b in m["bad"]]
@@ -300,7 +330,11 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
         sizes, modes = [tuple(x) for x in m["sizes"]], m["modes"]
     else:
         channels, sides = _probe(rows)
-        images, errors, infos = _decode_all(rows, size or fit_size(sides, s.size), channels, workers, progress)
+        side = size or fit_size(sides, s.size)
+        spill = _spill(key, (len(rows), side, side, channels), mmap) if cache else None
+        images, errors, infos = _decode_all(rows, side, channels, workers, progress, reuse,
+                                            None if spill is None else ondisk.create(spill, (len(rows), side, side,
+                                                                                              channels)))
         keep = []
         for i, err in enumerate(errors):
             if err:
@@ -315,9 +349,13 @@ def open_dataset(path, size: int | None = None, valid_pct: float | None = None, 
         splits = [rows[i][2] for i in keep]
         sizes = [(infos[i]["width"], infos[i]["height"]) for i in keep]
         modes = [infos[i]["mode"] for i in keep]
+        if spill is not None and len(keep) < len(rows):
+            spill = ondisk.first_rows(images, spill)  # a file as long as the images kept
         if cache and items:
-            _save_cache(key, {"items": items, "classes": classes, "splits": splits, "sizes": sizes, "modes": modes,
-                              "bad": [b.__dict__ for b in bad[n_layout_bad:]]}, images)
+            saved = _save_cache(key, {"items": items, "classes": classes, "splits": splits, "sizes": sizes,
+                                      "modes": modes, "bad": [b.__dict__ for b in bad[n_layout_bad:]]}, images, spill)
+            if spill is not None:
+                images = ondisk.load(saved or spill, True)
 
     bad.sort(key=lambda b: b.path)
     vocab = sorted(set(classes))

@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import ondisk
 from .data import Split
 
 EVAL_BS = 256
+EVAL_VALUES = 2**25  # pixel values per evaluation batch at most (128 MB as float): 256 px RGBA -> 128
 TOP_LOSSES = 16    # top losses shown by the Evaluate tab and `logoapp eval`
 
 
@@ -21,6 +23,7 @@ def get_probs(model: nn.Module, images: np.ndarray, bs: int = EVAL_BS, device=No
     """uint8 (N, H, W, C) -> softmax probabilities (N, K), in batches, in eval mode; temperature: the model's stored
     calibration (calibrate.py), softmax(logits / T), which changes how sure it is but never which class wins."""
     model.eval()
+    bs = min(bs, max(1, EVAL_VALUES // max(1, int(np.prod(images.shape[1:])))))  # big images: smaller batches
     dev = device or next(iter(model.buffers()), torch.zeros(0)).device
     out = [F.softmax(model(torch.from_numpy(np.ascontiguousarray(images[i:i + bs])).to(dev)).float() / temperature,
                      1).cpu() for i in range(0, len(images), bs)]
@@ -176,8 +179,8 @@ def evaluate(model: nn.Module, ds, split: str | Split = "valid", vocab: list[str
         keep, labels = align_vocab(vocab, ds)
         idx = idx[keep[idx]]
         targs = labels[idx]
-    images = ds.images[idx]
+    images = ondisk.rows(ds.images, idx)  # a memory-mapped cache: read a batch at a time, not copied whole
     if channels and channels != ds.channels and len(idx):
-        images = to_channels(images, channels)
+        images = to_channels(np.asarray(images[:]), channels)
     probs = get_probs(model, images, temperature=temperature) if len(idx) else torch.zeros(0, len(vocab))
     return Evaluation(vocab, probs.numpy(), targs, idx, ds.items, str(split))

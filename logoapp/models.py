@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import ondisk
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -359,8 +360,11 @@ def resize_images(images: np.ndarray, size: int, idx: np.ndarray, bs: int = 512)
     time (no full-size copy), so training can skip the resize per batch."""
     prep = Prep(images.shape[3], size)
     out = np.empty((len(idx), size, size, images.shape[3]), np.uint8)
+    pages = ondisk.Reader(images)  # a memory-mapped cache: read pages leave this process's memory as it goes
     for i in range(0, len(idx), bs):
-        x = prep.resize(torch.from_numpy(images[idx[i:i + bs]]))
+        block = images[idx[i:i + bs]]
+        pages.read(block.nbytes)
+        x = prep.resize(torch.from_numpy(block))
         out[i:i + bs] = x.mul(255).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return out
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distrib, ondisk
 from . import models as M
 from .events import Batch, Done, Epoch, Error, Event, Start
 
@@ -72,9 +73,13 @@ class TensorLoader:
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, bs: int, shuffle: bool = False,
                  seed: int = 0, drop_last: bool = False, device=None):
-        self.x, self.y = torch.from_numpy(images), torch.from_numpy(np.asarray(labels, np.int64))
+        with warnings.catch_warnings():  # a memory-mapped cache is read-only: nothing here writes to it
+            warnings.simplefilter("ignore", UserWarning)
+            self.x, self.y = torch.from_numpy(images), torch.from_numpy(np.asarray(labels, np.int64))
+        self.pages = ondisk.Reader(images)  # a mapped cache: its pages leave this process's memory as batches pass
         self.idx = torch.as_tensor(np.asarray(idx, np.int64))
         self.bs, self.shuffle, self.drop_last = bs, shuffle, drop_last and len(idx) > bs
+        self.sharded = shuffle and distrib.active()  # training under torchrun: this process's slice of each epoch
         self.gen = torch.Generator().manual_seed(seed)
         self.device = torch.device(device or "cpu")
         if self.device.type == "cuda" and self.x.nbytes < 2**31:  # the whole uint8 set fits: gather on the GPU
@@ -86,7 +91,8 @@ class TensorLoader:
         return len(self.idx)
 
     def __len__(self) -> int:
-        return self.n // self.bs if self.drop_last else -(-self.n // self.bs)
+        n = self.n // distrib.world() if self.sharded else self.n
+        return n // self.bs if self.drop_last else -(-n // self.bs)
 
     def to(self, device):
         self.device = torch.device(device)
@@ -96,25 +102,33 @@ class TensorLoader:
 
     def __iter__(self):
         idx = self.idx[torch.randperm(self.n, generator=self.gen)] if self.shuffle else self.idx
+        if self.sharded:
+            idx = distrib.shard(idx)  # the same permutation everywhere (same seed): disjoint slices
         pin = self.device.type == "cuda" and not self.x.is_cuda
         for i in range(len(self)):
             b = idx[i * self.bs:(i + 1) * self.bs].to(self.x.device)
             xb, yb = self.x[b], self.y[b]
+            self.pages.read(xb.nbytes)
             if pin:
                 xb, yb = xb.pin_memory(), yb.pin_memory()
             yield xb.to(self.device, non_blocking=True), yb.to(self.device, non_blocking=True)
 
 
 def dataloaders(ds, bs: int, seed: int, device, size: int | None = None) -> DataLoaders:
-    """Train (shuffled, by seed) and valid loaders; images resized once to the model's size when it differs."""
+    """Train (shuffled, by seed) and valid loaders; images resized once to the model's size when it differs (in
+    memory; a memory-mapped cache is read a batch at a time)."""
     tr, va = ds.idx("train"), ds.idx("valid")
     images, labels = ds.images, ds.labels
-    if size and size != ds.size:  # only train and valid images, resized: tr and va become positions in them
+    # only train and valid images, resized once: tr and va become positions in them. Not for a memory-mapped cache:
+    # the model resizes each batch itself (identically: Prep.resize), so memory stays bounded by the batch
+    if size and size != ds.size and not ondisk.is_mapped(ds.images):
         keep = np.concatenate([tr, va])
         images, labels = M.resize_images(ds.images, size, keep), ds.labels[keep]
         tr, va = np.arange(len(tr)), np.arange(len(tr), len(keep))
-    train = TensorLoader(images, labels, tr, bs, shuffle=True, seed=seed, drop_last=True, device=device)
-    valid = TensorLoader(images, labels, va, bs * 2, device=device)
+    per_process = max(1, bs // distrib.world()) if distrib.active() else bs  # the global batch stays bs
+    train = TensorLoader(images, labels, tr, per_process, shuffle=True, seed=seed, drop_last=True, device=device)
+    valid_bs = min(bs * 2, max(bs, 2**24 // max(1, images[0].size)))  # big images: no larger than a train batch
+    valid = TensorLoader(images, labels, va, valid_bs, device=device)
     return DataLoaders(train, valid, device=device)
 
 
@@ -122,8 +136,19 @@ def channel_stats(ds, n: int = 2048, seed: int = 0) -> tuple[list[float], list[f
     """Per-channel mean and std of (a sample of) the training images, for normalisation."""
     tr = ds.idx("train")
     pick = np.random.default_rng(seed).choice(tr, min(n, len(tr)), replace=False) if len(tr) else tr
-    x = torch.from_numpy(ds.images[np.sort(pick)]).float().div_(255).flatten(0, 2)
-    return x.mean(0).tolist(), x.std(0).clamp(min=1e-3).tolist()
+    pick, c = np.sort(pick), ds.channels
+    s, s2, n_px = torch.zeros(c, dtype=torch.float64), torch.zeros(c, dtype=torch.float64), 0
+    step, pages = max(1, 2**22 // max(1, ds.images[0].size)), ondisk.Reader(ds.images)  # 4M values at a time
+    for i in range(0, len(pick), step):
+        block = ds.images[pick[i:i + step]]
+        pages.read(block.nbytes)
+        x = torch.from_numpy(block).flatten(0, 2).double().div_(255)
+        s, s2, n_px = s + x.sum(0), s2 + (x * x).sum(0), n_px + len(x)
+    if not n_px:
+        return [float("nan")] * c, [float("nan")] * c
+    mean = s / n_px
+    std = ((s2 - n_px * mean * mean) / max(1, n_px - 1)).clamp(min=0).sqrt()  # unbiased, as Tensor.std
+    return mean.float().tolist(), std.float().clamp(min=1e-3).tolist()
 
 
 def seed_everything(seed: int) -> None:
@@ -246,8 +271,11 @@ def fit(ds, cfg: TrainConfig, emit: Callable[[Event], None] = lambda e: None, st
     from .evaluate import evaluate
     cfg = cfg.resolved(ds)
     stop = stop or threading.Event()
+    if distrib.active() and distrib.rank() != 0:  # one of several processes: rank 0 reports and saves
+        emit, out = (lambda e: None), None
     ev = Events(emit, stop, cfg.epochs)
-    learn, info = make_learner(ds, cfg, cbs=[ev], weights=backbone_weights(cfg))
+    learn, info = make_learner(ds, cfg, cbs=[ev, distrib.DataParallel()] if distrib.active() else [ev],
+                               weights=backbone_weights(cfg))
     tune = info["pretrained"] and not M.get(cfg.model).head_only
     if tune:
         ev.total = cfg.epochs + 1  # fine_tune: one frozen epoch first

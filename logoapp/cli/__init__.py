@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import data, model, weights
+from . import audit, data, model, weights
 from .common import CliError  # noqa: F401  (re-exported: callers catch logoapp.cli.CliError)
 
 EPILOG = """examples:
@@ -14,6 +14,8 @@ EPILOG = """examples:
   logoapp synth crests/ --classes 2        write the look-alike red pair as PNG folders
   logoapp info crests/                     classes, counts, sizes, modes, bad files
   logoapp baseline crests/ --distance rmse pixel-similarity (nearest ideal image) accuracy
+  logoapp audit crests/                    duplicates, leakage, label errors, odd images
+  logoapp fix crests/ --relabel crests/a/x.png=b    move a file into class b (logged; --undo reverts)
   logoapp train crests/ --model cnn        train the default CNN, save it under models/
   logoapp eval models/cnn crests/          accuracy, precision/recall/F1 per class, confusion matrix
   logoapp predict models/cnn a.png b.jpg   class probabilities per image, or "unknown" for an unlike image
@@ -22,7 +24,7 @@ EPILOG = """examples:
 DATA may be a folder of class sub-folders, a train/ + valid/ (or validation/, test/) layout, or 'embedded'."""
 
 
-COMMANDS = (data, model, weights)  # each: add(sub); the order is the order of `logoapp --help`
+COMMANDS = (data, audit, model, weights)  # each: add(sub); the order is the order of `logoapp --help`
 
 
 def cmd_app(args):
@@ -63,6 +65,7 @@ def main(argv=None) -> int:
     from ..images import ImageError
     from ..store import ModelError
     try:
+        args.argv = argv
         return args.fn(args) or 0
     except (CliError, DataError, ModelError, ImageError) as e:
         print(f"logoapp: error: {e}", file=sys.stderr)

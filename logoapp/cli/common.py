@@ -49,8 +49,20 @@ def emit(obj) -> None:
 
 def open_data(args):
     from ..data import resolve
-    return resolve(args.data, size=getattr(args, "size", None), valid_pct=getattr(args, "valid_pct", None),
-                   seed=getattr(args, "seed", None), progress=bar("loading"))
+    ds = resolve(args.data, size=getattr(args, "size", None), valid_pct=getattr(args, "valid_pct", None),
+                 seed=getattr(args, "seed", None), progress=bar("loading"))
+    return group_split(ds) if getattr(args, "split", None) == "group" else ds
+
+
+def group_split(ds):
+    """ds with each group of near copies on one side of its split (--split group)."""
+    from ..audit import group_split as regroup
+    try:
+        ds, moved = regroup(ds)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    print(f"group split: {moved} image(s) moved to the side of their copies", file=sys.stderr)
+    return ds
 
 
 def pct(x) -> str:
@@ -81,7 +93,8 @@ def load_predictor(path):
         raise CliError(str(e)) from None
 
 
-def data_args(s, size="square size images are stored at (default: their own typical size, at most 140)"):
+def data_args(s, size="square size images are stored at (default: their own typical size, at most 140)",
+              split: bool = True):
     """DATA plus the options that say how to open it."""
     s.add_argument("data", metavar="DATA", help="image folder (class sub-folders or train/valid) or 'embedded'")
     if size:
@@ -89,4 +102,49 @@ def data_args(s, size="square size images are stored at (default: their own typi
     s.add_argument("--valid-pct", type=float, default=None,
                    help="validation fraction when not pre-split (default 0.2)")
     s.add_argument("--seed", type=int, default=None, help="random seed for the split (default 42)")
+    if split:
+        s.add_argument("--split", choices=["random", "group"], default="random",
+                       help="random (default), or group: near copies of one picture stay on one side of the split "
+                            "(no leakage from train into validation)")
     s.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def without(argv: list[str], flag: str) -> list[str]:
+    """argv without `flag VALUE` / `flag=VALUE`."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
+
+
+def distributed(cmd):
+    """cmd runs as one of several processes when torchrun (or accelerate) started it, or starts them itself for
+    --processes N: rank 0 opens the data first (so it is decoded and cached once), then every rank trains; only
+    rank 0 prints."""
+    import contextlib
+    import functools
+    import os
+
+    @functools.wraps(cmd)
+    def run(args):
+        from .. import distrib
+        if getattr(args, "processes", 1) > 1 and distrib.world() < 2:
+            return distrib.launch(args.processes, without(args.argv, "--processes"))
+        if not distrib.setup():
+            return cmd(args)
+        try:
+            if distrib.rank() == 0:
+                open_data(args)
+            distrib.barrier()
+            if distrib.rank() == 0:
+                return cmd(args)
+            with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+                return cmd(args)
+        finally:
+            distrib.cleanup()
+    return run

@@ -7,7 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .common import CliError, bar, data_args, emit, load_predictor, open_data, pct, per_class_table
+from .common import CliError, bar, data_args, distributed, emit, load_predictor, open_data, pct, per_class_table
 
 
 def cmd_train(args):
@@ -163,7 +163,8 @@ def add(sub):
                       "the model at its own default, e.g. 64 for cnn)")
     s.add_argument("--model", choices=M.trainable(), default=M.DEFAULT_MODEL,
                    help=f"which rung of the ladder (default {M.DEFAULT_MODEL})")
-    s.add_argument("--epochs", type=int, default=None, help="epochs (default: per model; RGB photos trained from scratch get more in small sets)")
+    s.add_argument("--epochs", type=int, default=None,
+                   help="epochs (default: per model; RGB photos trained from scratch get more in small sets)")
     s.add_argument("--lr", type=float, default=None,
                    help="peak learning rate of the one-cycle schedule (default: per model)")
     s.add_argument("--bs", type=int, default=64, help="batch size (default 64)")
@@ -174,11 +175,14 @@ def add(sub):
                    help="never download ImageNet weights (same as LOGOAPP_OFFLINE=1); fail if they are not on disk")
     s.add_argument("--out", default=None, help="model folder to write (default models/<model>)")
     s.add_argument("--models", default=None, help="models folder for the default --out (default ./models)")
-    s.set_defaults(fn=cmd_train)
+    s.add_argument("--processes", type=int, default=1, metavar="N",
+                   help="train as N processes on this machine (PyTorch DDP: gloo on CPUs, NCCL on GPUs); the same "
+                        "as `torchrun --nproc-per-node N -m logoapp train ...`")
+    s.set_defaults(fn=distributed(cmd_train))
 
     s = sub.add_parser("eval", help="score a saved model on a dataset")
     s.add_argument("model_dir", metavar="MODEL_DIR")
-    data_args(s, size=False)
+    data_args(s, size=False, split=False)
     s.add_argument("--split", choices=["valid", "train", "test", "all"], default="valid",
                    help="which images to score (default valid; 'all' for a separate test folder)")
     s.set_defaults(fn=cmd_eval)

@@ -43,6 +43,10 @@ class Session:
         self.sel = 0
         self.running = False
         self.imported: str | None = None  # the model the last import added
+        self.check = None                  # checkview.Check: the audit of check_ctx and what was done about it
+        self.check_ctx: DataCtx | None = None
+        self.check_ids: list[int] = []     # dataset index of each thumbnail in the Check-data list
+        self.check_sel: int | None = None  # the one picked
 
     def __deepcopy__(self, memo):  # gr.State copies its initial value per session: give each a fresh one
         return Session(self.shared)
@@ -62,6 +66,11 @@ class Session:
         if old is not None and old is not ctx and old.tmpdir:
             tmpdirs.remove(old.tmpdir)
         self.board, self.evals, self.sel = {}, {}, 0
+
+    def swap(self, ctx: DataCtx) -> None:
+        """The same dataset as it is after a fix (same folder, files moved): the leaderboard stays (its models are
+        stale now, and the Train tab says so); evaluations, which scored the old labels, go."""
+        self.ctx, self.evals = ctx, {}
 
     def close(self) -> None:
         """Called by Gradio when the session's state is dropped: remove an unpacked zip, stop a run."""

@@ -13,7 +13,7 @@ import importlib
 
 from ..wiring import Updates
 
-TABS = ("data", "ideal", "train", "evaluate", "predict")
+TABS = ("data", "check", "ideal", "train", "evaluate", "predict")
 
 
 def modules() -> list:

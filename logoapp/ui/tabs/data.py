@@ -49,6 +49,8 @@ def layout(ui: Ui, shared: Shared) -> None:
                                      f"square; 0 = the images' own size, at most {st.size})", elem_id="opt-size")
                 opt_valid = gr.Slider(0.05, 0.5, value=st.valid_pct, step=0.05, label="Validation fraction")
                 opt_seed = gr.Number(value=st.seed, precision=0, label="Split seed")
+                opt_group = gr.Checkbox(False, label="Keep copies together (group split)", elem_id="opt-group",
+                                        info="near copies of one picture stay on one side of a random split")
         load_btn = gr.Button("Load dataset", variant="primary", elem_id="load-btn")
         data_summary = gr.Markdown(dv["data_md"], elem_id="data-summary")
         with gr.Row(equal_height=False):
@@ -80,6 +82,7 @@ def layout(ui: Ui, shared: Shared) -> None:
             aug_btn = gr.Button("Show another random batch", scale=0, min_width=220)
         aug_plot = gr.Plot(dv["augment"], format="png", show_label=False)
     ui.add(source=source, path=path, zfile=zfile, opt_size=opt_size, opt_valid=opt_valid, opt_seed=opt_seed,
+           opt_group=opt_group,
            load_btn=load_btn, data_summary=data_summary, counts=counts, sizes=sizes, bad=bad, cls=cls, page=page,
            page_md=page_md, gallery=gallery, big=big, info=info, px=px, py=py, patch=patch, aug_btn=aug_btn,
            aug_plot=aug_plot)
@@ -89,7 +92,8 @@ def wire(ui: Ui) -> None:
     quiet = dict(api_visibility="private", show_progress="hidden")
     ui.on("source.change", on_source, "source", ["path", "zfile"], **quiet)
     everything = ["session"] + [n for tab in modules() for n in tab.REFRESHES] + ["result"]
-    ui.on("load_btn.click", on_load, ["session", "source", "path", "zfile", "opt_size", "opt_valid", "opt_seed"],
+    ui.on("load_btn.click", on_load, ["session", "source", "path", "zfile", "opt_size", "opt_valid", "opt_seed",
+                                  "opt_group"],
           everything, api_name="load_data", concurrency_id="data", concurrency_limit=1)
     ui.on("cls.change", on_class, ["session", "cls"], ["gallery", "page", "page_md"], **quiet)
     ui.on("page.release", on_page, ["session", "cls", "page"], ["gallery", "page", "page_md"], **quiet,
@@ -118,7 +122,8 @@ def on_source(choice) -> Updates:
     return Updates(path=gr.update(visible=choice == FOLDER), zfile=gr.update(visible=choice == ZIP))
 
 
-def on_load(s: Session, source, folder_path, zip_file, size, valid_fraction, seed, progress=gr.Progress()):
+def on_load(s: Session, source, folder_path, zip_file, size, valid_fraction, seed, group_split=False,
+            progress=gr.Progress()):
     """Load the chosen dataset into this session and refresh every tab."""
     want = int(size) or None  # 0: fit to the images
     if want is not None and want < 8:
@@ -135,11 +140,14 @@ def on_load(s: Session, source, folder_path, zip_file, size, valid_fraction, see
     except BaseException:  # any other failure must not leave an unpacked upload behind either
         tmpdirs.remove(tmp)
         raise
+    note = ""
+    if group_split:
+        ds, note = _grouped(ds if ds is not None else s.shared.ctx0.ds, tmp)
     s.use(DataCtx(ds, name, tmp) if ds is not None else None)
     progress(0.9, desc="computing the ideal images")
     ctx = s.data
     return refresh_all(s) | Updates(session=s, result=f"Loaded **{html.escape(ctx.name)}**: {len(ctx.ds.items):,} "
-                                                      f"images, {ctx.ds.c} classes.")
+                                                      f"images, {ctx.ds.c} classes.{note}")
 
 
 def open_choice(shared: Shared, choice, folder_text, zpath, tmp, **kw) -> tuple[datamod.Dataset | None, str]:
@@ -170,6 +178,17 @@ def open_choice(shared: Shared, choice, folder_text, zpath, tmp, **kw) -> tuple[
                            and (kw["size"] == ds0.size or (kw["size"] is None and shared.size is None))):
         return None, shared.ctx0.name  # the start-up set again (the same request as start-up): share it
     return datamod.resolve(None, **kw), EMBEDDED
+
+
+def _grouped(ds, tmp) -> tuple[datamod.Dataset, str]:
+    """The group split of ds (audit.group_split), and a sentence saying what it did."""
+    from ...audit import group_split
+    try:
+        ds, moved = group_split(ds)
+    except ValueError as e:
+        tmpdirs.remove(tmp)
+        raise gr.Error(str(e)) from None
+    return ds, f" Group split: {moved} image(s) moved to the side of their copies."
 
 
 def on_class(s: Session, c) -> Updates:
