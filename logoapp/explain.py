@@ -1,8 +1,9 @@
 """Why a model answered as it did: a heatmap over the image, one method per rung, one result type.
 
-- cnn, resnet18/34: Grad-CAM (Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from Deep Networks via
-  Gradient-based Localization"): the last convolutional block's feature maps, weighted by the spatial mean of the
-  class score's gradient, summed, ReLU. Hooks go on the trained model itself (the flat inference copy runs none).
+- cnn, resnet18/34, mobilenet, features: Grad-CAM (Selvaraju et al. 2017, "Grad-CAM: Visual Explanations from Deep
+  Networks via Gradient-based Localization"): the last convolutional block's feature maps, weighted by the spatial
+  mean of the class score's gradient, summed, ReLU. Hooks go on the trained model itself (the flat inference copy
+  runs none).
 - linear: weights x input, per pixel: the class's weight times the normalised pixel, summed over channels. That is
   exactly each pixel's share of the class score (the bias aside): zeroing a pixel's normalised value removes it.
 - mlp: gradient x input (Shrikumar et al. 2016; Simonyan et al. 2014 for the gradient): the class score's gradient
@@ -31,7 +32,8 @@ from torch import nn
 from .ideal import to_float
 from .images import composite
 
-METHODS = {"cnn": "Grad-CAM", "resnet18": "Grad-CAM", "resnet34": "Grad-CAM", "linear": "weights x input",
+METHODS = {"cnn": "Grad-CAM", "resnet18": "Grad-CAM", "resnet34": "Grad-CAM", "mobilenet": "Grad-CAM",
+           "features": "Grad-CAM", "linear": "weights x input",
            "mlp": "gradient x input", "pixel": "difference from the ideal images"}
 ALPHA = 0.5       # heatmap weight in the overlay
 COLORMAP = "jet"  # the usual Grad-CAM colours: blue (no evidence) to red (most)
@@ -194,7 +196,8 @@ def pixel_map(model: nn.Module, meta: dict, image, target=None) -> Explanation:
     return _result(meta, x, dr - dt, logits, t, METHODS["pixel"], extra)
 
 
-BY_ARCH = {"cnn": gradcam, "resnet18": gradcam, "resnet34": gradcam, "linear": linear_map, "mlp": mlp_map,
+BY_ARCH = {"cnn": gradcam, "resnet18": gradcam, "resnet34": gradcam, "mobilenet": gradcam, "features": gradcam,
+           "linear": linear_map, "mlp": mlp_map,
            "pixel": pixel_map}
 
 

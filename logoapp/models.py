@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ondisk
-from .config import models_dir
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -33,7 +32,9 @@ class Rung:
     augment: bool = False        # augmentation on by default (image models) or off (flat-vector models)
     channels_last: bool = False  # convolutional: channels-last memory is faster on CPU and GPU
     groups: Callable | None = None  # Net -> parameter groups (body, head), so fine_tune can freeze the body
-    weights: str | None = None   # ImageNet weights file it can start from, when already on disk (never downloaded)
+    weights: str | None = None   # ImageNet backbone it starts from (weights.BACKBONES), fetched on first use
+    head_only: bool = False      # the backbone stays frozen: its pooled features are cached, only the head trains
+    upsample: bool = False       # input at the rung's size even above the data's (ImageNet filters want that scale)
 
     @property
     def trainable(self) -> bool:
@@ -77,13 +78,15 @@ def describe(name: str) -> str:
 
 
 class Prep(nn.Module):
-    """uint8 (N, H, W, C) -> float (N, C, size, size): resize (antialiased, kept on the uint8 grid) and normalise."""
+    """uint8 (N, H, W, C) -> float (N, C, size, size): resize (antialiased, kept on the uint8 grid) and normalise.
+    compose (an RGB colour, 0-255): RGBA is composed onto it before normalising, so an RGB network sees RGB."""
 
-    def __init__(self, channels: int, size: int, mean=None, std=None):
+    def __init__(self, channels: int, size: int, mean=None, std=None, compose=None):
         super().__init__()
-        self.size = size
-        self.register_buffer("mean", torch.tensor(mean or [0.5] * channels).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std or [0.25] * channels).view(1, -1, 1, 1))
+        self.size, n = size, (3 if compose else channels)
+        self.register_buffer("mean", torch.tensor(mean or [0.5] * n).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std or [0.25] * n).view(1, -1, 1, 1))
+        self.compose = None if not compose else [float(c) for c in compose]
 
     def resize(self, x: torch.Tensor) -> torch.Tensor:
         """-> float in [0, 1] at the model's size; rounding to 1/255 steps makes a pre-resized uint8 cache identical."""
@@ -95,6 +98,10 @@ class Prep(nn.Module):
         return x
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compose is not None and x.shape[1] == 4:  # straight alpha: rgb * a + background * (1 - a)
+            a = x[:, 3:]
+            bg = torch.tensor(self.compose, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) / 255
+            x = x[:, :3] * a + bg * (1 - a)
         return (x - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -177,36 +184,85 @@ def cnn(channels: int, n_out: int, size: int, weights=None) -> nn.Module:
     return small_cnn(channels, n_out)
 
 
-def find_weights(fname: str, folder: str | Path | None = None) -> Path | None:
-    """Pretrained weights if they are already on disk (torch's cache or the models folder)."""
-    from .weights import find
-    return find(fname, folder)
+def find_weights(name: str, folder: str | Path | None = None) -> Path | None:
+    """A backbone's ImageNet weights if they are already on disk (torch's hub cache or the models folder)."""
+    from .weights import path
+    return path(name, folder)
 
 
-def resnet_body(name: str, n_in: int, n_out: int, weights: Path | None) -> nn.Module:
-    """fastai's vision model (body + head); ImageNet weights loaded from a local file only, never downloaded."""
+def _torchvision(name: str, weights: Path | None) -> nn.Module:
+    """A torchvision ImageNet model, with its published weights loaded from a local (verified) file when given."""
     import torchvision
+    m = getattr(torchvision.models, name)(weights=None)
+    if weights is not None and torch.empty(0).device.type != "meta":  # building on 'meta' only measures shapes
+        from .weights import verify
+        m.load_state_dict(torch.load(verify(weights), map_location="cpu", weights_only=True))
+    return m
+
+
+def vision_body(name: str, n_in: int, n_out: int, weights: Path | None) -> nn.Module:
+    """fastai's vision model (torchvision body cut before its pooling + fastai's head) on torchvision `name`."""
     from fastai.vision.learner import create_vision_model
-
-    def arch(pretrained=False, **kw):
-        m = getattr(torchvision.models, name)(weights=None)
-        if pretrained and weights is not None:
-            m.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        return m
-
-    return create_vision_model(arch, n_out, pretrained=weights is not None, cut=-2, n_in=n_in)
+    return create_vision_model(lambda pretrained=False, **kw: _torchvision(name, weights), n_out,
+                               pretrained=weights is not None, cut=-2, n_in=n_in)
 
 
 def resnet(name: str) -> Callable:
-    """The builder of a torchvision ResNet (resnet18, resnet34...) as fastai makes it."""
-    def build_resnet(channels: int, n_out: int, size: int, weights: Path | None = None) -> nn.Module:
-        return resnet_body(name, channels, n_out, weights)
-    return build_resnet
+    """The builder of a torchvision model (resnet18, resnet34, mobilenet_v3_large...) as fastai makes it."""
+    def build_vision(channels: int, n_out: int, size: int, weights: Path | None = None) -> nn.Module:
+        return vision_body(name, channels, n_out, weights)
+    return build_vision
 
 
 def body_and_head(net: Net) -> list[list[nn.Parameter]]:
     """A fastai vision model's two parameter groups."""
     return [list(net.body[0].parameters()), list(net.body[1].parameters())]
+
+
+class Frozen(nn.Module):
+    """A pretrained encoder that never trains and is left out of the model's state dict: a model folder holds only
+    what was trained (the head) and names the backbone, whose weights come from torch's hub cache, verified."""
+
+    def __init__(self, enc: nn.Module):
+        super().__init__()
+        self.enc = enc.requires_grad_(False).eval()
+        self._prefix = ""
+        self.register_load_state_dict_post_hook(Frozen._not_missing)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.enc(x)
+
+    def train(self, mode: bool = True):
+        self.training = mode
+        self.enc.eval()  # batch-norm statistics stay ImageNet's
+        return self
+
+    def state_dict(self, *args, destination=None, prefix="", keep_vars=False, **kw):
+        from collections import OrderedDict
+        return destination if destination is not None else OrderedDict()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        self._prefix = prefix
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    @staticmethod
+    def _not_missing(module, keys) -> None:
+        keys.missing_keys[:] = [k for k in keys.missing_keys if not k.startswith(module._prefix + "enc.")]
+
+
+def features_builder(name: str) -> Callable:
+    """frozen ImageNet encoder -> average pool -> batch norm -> linear: only the last two train."""
+    def build_features(channels: int, n_out: int, size: int, weights: Path | None = None) -> nn.Module:
+        if weights is None and torch.empty(0).device.type != "meta":
+            from .weights import fetch
+            weights = fetch(name)  # the head means nothing without the features it was trained on
+        m = _torchvision(name, weights)
+        enc = nn.Sequential(*list(m.children())[:-2])
+        with torch.no_grad():
+            nf = enc.eval()(torch.zeros(1, 3, 32, 32, device=torch.empty(0).device)).shape[1]
+        return nn.Sequential(Frozen(enc), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.BatchNorm1d(nf),
+                             nn.Linear(nf, n_out))
+    return build_features
 
 
 # ---------------------------------------------------------------------------------------------- the ladder
@@ -217,42 +273,85 @@ register(Rung("linear", "linear: one weight per pixel and class on the flattened
 register(Rung("mlp", "small neural net: linear - ReLU - linear, the book's simple net", mlp, epochs=6, lr=1e-3))
 register(Rung("cnn", "small CNN: batch-normed conv blocks and global pooling, fast on a CPU (the default)", cnn,
               epochs=5, lr=5e-3, size=64, augment=True, channels_last=True))
-register(Rung("resnet18", "fastai ResNet-18 (ImageNet weights when on disk, else random init)", resnet("resnet18"),
-              epochs=4, lr=2e-3, size=64, augment=True, channels_last=True, groups=body_and_head,
-              weights="resnet18-f37072fd.pth"))
-register(Rung("resnet34", "fastai ResNet-34 (ImageNet weights when on disk, else random init)", resnet("resnet34"),
-              epochs=4, lr=2e-3, size=64, augment=True, channels_last=True, groups=body_and_head,
-              weights="resnet34-b627a593.pth"))
+register(Rung("features", "features: MobileNetV3's ImageNet features computed once per image, then a linear head "
+              "that trains in seconds (Teachable-Machine style; the best start for photos on a CPU)",
+              features_builder("mobilenet_v3_large"), epochs=10, lr=3e-3, size=128, weights="mobilenet_v3_large",
+              head_only=True, upsample=True))
+register(Rung("resnet18", "fastai ResNet-18, fine-tuned from ImageNet weights (fetched on first use)",
+              resnet("resnet18"), epochs=4, lr=2e-3, size=64, augment=True, channels_last=True, groups=body_and_head,
+              weights="resnet18"))
+register(Rung("resnet34", "fastai ResNet-34, fine-tuned from ImageNet weights (fetched on first use)",
+              resnet("resnet34"), epochs=4, lr=2e-3, size=64, augment=True, channels_last=True, groups=body_and_head,
+              weights="resnet34"))
+register(Rung("mobilenet", "MobileNetV3-Large, fine-tuned from ImageNet weights: a quarter of ResNet-18's compute, "
+              "built for phones, so the fastest pretrained rung to train and to serve on a CPU",
+              resnet("mobilenet_v3_large"), epochs=4, lr=2e-3, size=96, augment=True, channels_last=True,
+              groups=body_and_head, weights="mobilenet_v3_large"))
 
 
 # ---------------------------------------------------------------------------------------------- building
 
 def default_size(name: str, data_size: int) -> int:
     """The input size a model gets when none is asked for: its default, but never above the data's own size
-    (a cnn on 32 px photos sees 32 px, not an upsampled 64)."""
-    return min(get(name).size or data_size, data_size)
+    (a cnn on 32 px photos sees 32 px, not an upsampled 64), except for rungs that upsample (pretrained features)."""
+    r = get(name)
+    return r.size if r.upsample and r.size else min(r.size or data_size, data_size)
+
+
+PHOTO_SIZE = 96     # photos above 64 px: a from-scratch rung sees up to this many pixels a side (more detail)
+MIN_STEPS = 180     # photos: at least this many optimizer steps by default (small sets get more epochs) ...
+MAX_EPOCH_MULT = 3  # ... but at most this many times the rung's own epochs
+
+
+def suggested(name: str, data_size: int, channels: int, n_train: int, bs: int = 64) -> dict:
+    """Epochs and input size for a run when none are asked for: the rung's defaults, except that photos (RGB, no
+    alpha) trained from scratch by an augmenting rung get a larger input when the images are larger than 64 px and
+    more epochs when the set is small (measured on CIFAR-10 photos; README, Benchmarks)."""
+    r = get(name)
+    epochs, size = r.epochs, default_size(name, data_size)
+    if channels == 3 and r.augment and not r.weights and r.size:
+        if data_size > r.size:
+            size = min(data_size, max(r.size, PHOTO_SIZE))
+        steps = max(1, n_train // bs)
+        epochs = min(max(r.epochs, -(-MIN_STEPS // steps)), r.epochs * MAX_EPOCH_MULT)
+    return {"epochs": epochs, "size": size}
+
+
+COMPOSE_ON = (255, 255, 255)  # RGBA meets an RGB backbone composed on white, as images.to_channels flattens it
 
 
 def build(name: str, channels: int, n_out: int, data_size: int, size: int | None = None, mean=None, std=None,
-          aug: dict | None = None, pretrained: bool = True, folder=None) -> tuple[nn.Module, dict]:
-    """A fresh model by name and what was decided while building it (input size, weights used)."""
+          aug: dict | None = None, pretrained: bool = True, folder=None, weights: Path | None = None
+          ) -> tuple[nn.Module, dict]:
+    """A fresh model by name and what was decided while building it (input size, weights used). weights: the
+    backbone's ImageNet file (train fetches it); without it, pretrained looks on disk only, never downloads.
+    An RGBA model on an ImageNet backbone composes its input on white (Prep) and keeps the pretrained 3-channel
+    first convolution; such models' mean has 3 values, so older 4-channel ResNets (4 values) still load as saved."""
     rung = get(name)
     if not rung.trainable:
         raise ValueError(f"{name!r} is not trained; choose one of {', '.join(trainable())}")
     size = size or default_size(name, data_size)
-    info = {"arch": name, "size": size, "pretrained": False, "weights_note": ""}
-    weights = find_weights(rung.weights, folder) if rung.weights and pretrained else None
-    body = rung.builder(channels, n_out, size, weights)
+    compose = COMPOSE_ON if rung.weights and channels == 4 and (mean is None or len(mean) == 3) else None
+    if rung.weights and weights is None and pretrained:
+        weights = find_weights(rung.weights, folder)
+    body = rung.builder(3 if compose else channels, n_out, size, weights if rung.weights else None)
+    info = {"arch": name, "size": size, "pretrained": bool(rung.weights) and (weights is not None or rung.head_only),
+            "weights_note": "", "backbone": rung.weights, "compose": list(compose) if compose else None}
     if rung.weights:
-        info["pretrained"] = weights is not None
-        info["weights_note"] = (f"ImageNet weights from {weights}" if weights else
-                                f"no ImageNet weights on disk ({rung.weights} in "
-                                f"{Path(torch.hub.get_dir()) / 'checkpoints'} or "
-                                f"{Path(folder or models_dir()) / 'pretrained'}): random init")
-        if weights is not None and mean is None:
-            mean, std = list(IMAGENET_MEAN) + [0.5] * (channels - 3), list(IMAGENET_STD) + [0.5] * (channels - 3)
+        info["weights_note"] = (f"ImageNet weights {weights.name} (torchvision)" if weights is not None
+                                else "" if rung.head_only else "random init: no ImageNet weights")
+        if mean is None:
+            n = 3 if compose else channels
+            mean, std = list(IMAGENET_MEAN) + [0.5] * (n - 3), list(IMAGENET_STD) + [0.5] * (n - 3)
     augment = Augment(**(aug or {"enabled": False}))
-    return Net(Prep(channels, size, mean, std), augment, body), info
+    return Net(Prep(channels, size, mean, std, compose), augment, body), info
+
+
+def describe_meta(meta: dict) -> str:
+    """What a saved model is, with the weights it started from (Evaluate's summary, `logoapp eval`)."""
+    d = describe(meta.get("arch", "?"))
+    note = meta.get("weights_note")
+    return f"{d} · {note}" if note else d
 
 
 @torch.inference_mode()

@@ -40,12 +40,32 @@ class TrainConfig:
     aug: bool | None = None       # None: the rung's default (on for image models, off for linear/mlp)
     seed: int = 42
     wd: float = 0.01
+    pretrained: bool = True       # rungs with an ImageNet backbone start from its weights (fetched on first use)
 
-    def resolved(self) -> TrainConfig:
-        """Fill the rung's defaults in."""
+    def resolved(self, ds=None) -> TrainConfig:
+        """Fill the rung's defaults in; with ds, the epochs and input size suggested for that data
+        (models.suggested: photos get a larger input and, in small sets, more epochs)."""
         r = M.get(self.model)
-        return TrainConfig(self.model, self.epochs or r.epochs, self.lr or r.lr, self.bs, self.size,
-                           r.augment if self.aug is None else self.aug, self.seed, self.wd)
+        s = M.suggested(self.model, ds.size, ds.channels, len(ds.idx("train")), self.bs) if ds is not None else {}
+        return TrainConfig(self.model, self.epochs or s.get("epochs") or r.epochs, self.lr or r.lr, self.bs,
+                           self.size or s.get("size"), r.augment if self.aug is None else self.aug, self.seed,
+                           self.wd, self.pretrained)
+
+
+def backbone_weights(cfg: TrainConfig, progress=None) -> Path | None:
+    """The ImageNet weights file a run of cfg starts from: fetched (progress(done, total)) when not on disk yet, a
+    weights.WeightsError naming the fix when it cannot be had; None for rungs without a backbone or by choice."""
+    from .weights import fetch, verify
+    rung = M.get(cfg.model)
+    if not rung.weights or not (cfg.pretrained or rung.head_only):
+        return None
+    return verify(fetch(rung.weights, progress=progress))
+
+
+def still_rising(history: list[dict], eps: float = 1e-9) -> bool:
+    """Whether validation accuracy was still going up at the last epoch (more epochs would likely help)."""
+    acc = [h.get("accuracy") for h in history if h.get("accuracy") == h.get("accuracy")]  # NaN: no valid split
+    return len(acc) >= 2 and acc[-1] > acc[-2] + eps and acc[-1] >= max(acc) - eps
 
 
 class TensorLoader:
@@ -192,21 +212,33 @@ class Events(Callback):
         self.emit(e)
 
 
-def make_learner(ds, cfg: TrainConfig, dev=None, cbs=()) -> tuple[Learner, dict]:
-    """A fastai Learner for cfg.model on ds, with the prep (normalisation, size) and augmentation inside the model."""
+def make_learner(ds, cfg: TrainConfig, dev=None, cbs=(), weights: Path | None = None) -> tuple[Learner, dict]:
+    """A fastai Learner for cfg.model on ds, with the prep (normalisation, size) and augmentation inside the model.
+    weights: the backbone's ImageNet file (backbone_weights); for a features rung the Learner trains the head only
+    on cached features, and info["net"] is the whole model."""
     dev = dev or M.device()
     seed_everything(cfg.seed)
-    mean, std = channel_stats(ds, seed=cfg.seed)
-    aug = M.default_aug(ds.channels, enabled=cfg.aug)
     rung = M.get(cfg.model)
-    model, info = M.build(cfg.model, ds.channels, ds.c, ds.size, cfg.size, mean, std, aug)
-    if info["pretrained"]:
-        mean, std = model.prep.mean.flatten().tolist(), model.prep.std.flatten().tolist()
+    # ImageNet backbones get ImageNet's normalisation (build picks it), trained from its weights or not
+    mean, std = (None, None) if rung.weights else channel_stats(ds, seed=cfg.seed)
+    aug = M.default_aug(ds.channels, enabled=cfg.aug and not rung.head_only)
+    model, info = M.build(cfg.model, ds.channels, ds.c, ds.size, cfg.size, mean, std, aug,
+                          pretrained=False, weights=weights)
+    mean, std = model.prep.mean.flatten().tolist(), model.prep.std.flatten().tolist()
+    if not rung.weights:
+        info["weights_note"] = ""
+    elif not cfg.pretrained and not rung.head_only:
+        info["weights_note"] = "random init, as asked (no ImageNet weights)"
     if rung.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    extra = {"splitter": rung.groups} if rung.groups else {}  # parameter groups, so fine_tune can freeze the body
-    learn = Learner(dataloaders(ds, cfg.bs, cfg.seed, dev, info["size"]), model, loss_func=nn.CrossEntropyLoss(),
-                    metrics=accuracy, wd=cfg.wd, cbs=list(cbs), **extra)
+    if rung.head_only:
+        from .features import head_learner
+        info["net"] = model.eval()
+        learn = head_learner(ds, cfg, model, info, dev, cbs)
+    else:
+        extra = {"splitter": rung.groups} if rung.groups else {}  # parameter groups: fine_tune freezes the body
+        learn = Learner(dataloaders(ds, cfg.bs, cfg.seed, dev, info["size"]), model,
+                        loss_func=nn.CrossEntropyLoss(), metrics=accuracy, wd=cfg.wd, cbs=list(cbs), **extra)
     learn.logger = lambda *a, **k: None
     from fastai.callback.progress import ProgressCallback
     if ProgressCallback in [type(c) for c in learn.cbs]:
@@ -219,8 +251,8 @@ def make_learner(ds, cfg: TrainConfig, dev=None, cbs=()) -> tuple[Learner, dict]
 
 def lr_find(ds, cfg: TrainConfig) -> dict:
     """fastai's learning-rate finder: the suggested rate and the (lr, loss) curve."""
-    cfg = cfg.resolved()
-    learn, _ = make_learner(ds, cfg)
+    cfg = cfg.resolved(ds)
+    learn, _ = make_learner(ds, cfg, weights=backbone_weights(cfg))
     n = max(40, min(100, len(learn.dls.train) * 3))  # fastai repeats epochs as needed: small sets still get a curve
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -237,28 +269,31 @@ def fit(ds, cfg: TrainConfig, emit: Callable[[Event], None] = lambda e: None, st
     is one (calibrate.fit_calibration): the model folder then answers with calibrated probabilities and "unknown"."""
     from . import calibrate, store
     from .evaluate import evaluate
-    cfg = cfg.resolved()
+    cfg = cfg.resolved(ds)
     stop = stop or threading.Event()
     if distrib.active() and distrib.rank() != 0:  # one of several processes: rank 0 reports and saves
         emit, out = (lambda e: None), None
     ev = Events(emit, stop, cfg.epochs)
-    learn, info = make_learner(ds, cfg, cbs=[ev, distrib.DataParallel()] if distrib.active() else [ev])
-    if info["pretrained"]:
+    learn, info = make_learner(ds, cfg, cbs=[ev, distrib.DataParallel()] if distrib.active() else [ev],
+                               weights=backbone_weights(cfg))
+    tune = info["pretrained"] and not M.get(cfg.model).head_only
+    if tune:
         ev.total = cfg.epochs + 1  # fine_tune: one frozen epoch first
     emit(Start(model=cfg.model, config=asdict(cfg), n_train=int(len(ds.idx("train"))),
-               n_valid=int(len(ds.idx("valid"))), n_params=M.n_params(learn.model), device=info["device"],
+               n_valid=int(len(ds.idx("valid"))), n_params=M.n_params(info.get("net", learn.model)),
+               device=info["device"],
                weights_note=info["weights_note"], n_iter=len(learn.dls.train)))
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if info["pretrained"]:
+        if tune:  # fastai's fine_tune: the head alone for an epoch, then all with discriminative learning rates
             learn.fine_tune(cfg.epochs, cfg.lr)
         else:
             learn.fit_one_cycle(cfg.epochs, cfg.lr)
     seconds = time.perf_counter() - t0
     if learn.dls.device.type == "cuda":
         learn.to_fp32()
-    model = learn.model.eval().to("cpu").to(memory_format=torch.contiguous_format)
+    model = info.get("net", learn.model).eval().to("cpu").to(memory_format=torch.contiguous_format)
     res = evaluate(model, ds, "valid")
     history = [e.history() for e in ev.epochs]
     meta = {"arch": cfg.model, "vocab": ds.vocab, "size": info["size"], "data_size": ds.size, "channels": ds.channels,
@@ -267,8 +302,13 @@ def fit(ds, cfg: TrainConfig, emit: Callable[[Event], None] = lambda e: None, st
                         "seconds": seconds, "stopped": ev.stopped},
             "data": {"root": ds.root, "n_train": int(len(ds.idx("train"))), "n_valid": int(len(ds.idx("valid"))),
                      "valid_pct": ds.valid_pct, "seed": ds.seed, "presplit": ds.presplit},
-            "pretrained": info["pretrained"], "n_params": M.n_params(model)}
+            "pretrained": info["pretrained"], "n_params": M.n_params(model), "weights_note": info["weights_note"]}
     meta.update(store.input_meta(ds))  # how prediction reads inputs as training did: background, resize method
+    if info["backbone"]:
+        meta.update(backbone=info["backbone"], rgba=("composed on white before the ImageNet backbone"
+                                                     if info["compose"] else None))
+    if "features" in info:
+        meta["metrics"]["features"] = info["features"]
     extra, cal_s = None, None
     if out and res.n:  # a folder the app and CLI use: calibrated, with its unknown test (needs held-out images)
         t1 = time.perf_counter()

@@ -246,7 +246,7 @@ def eval_views(res: Evaluation, meta: dict, ctx: DataCtx, name: str, label: str)
     worst = confused[0] if confused else (ds.vocab[0], ds.vocab[0], 0)
     arch = meta["arch"]
     md = (f"### {html.escape(label)}\n\n**{res.accuracy:.1%}** of {res.n:,} {split_word(res)} images right"
-          f"{summary_extra(res)} · {models.describe(arch)}")
+          f"{summary_extra(res)} · {models.describe_meta(meta)}")
     if arch != "pixel" and method_of(meta) != ds.resize:
         md += (f"\n\n**Note:** this model was trained on images made square by *{method_of(meta)}*; the loaded data "
                f"used *{ds.resize}*. Reload the data with resize method {method_of(meta)} for a fair score.")

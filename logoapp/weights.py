@@ -35,6 +35,7 @@ BACKBONES = {b.name: b for b in (
     Backbone("mobilenet_v3_large", "mobilenet_v3_large-8738ca79.pth", 21.1,
              "MobileNetV3-Large: a quarter of ResNet-18's compute, made for CPU inference"),
 )}
+_VERIFIED: dict[tuple, bool] = {}  # (path, size, mtime) -> hash prefix matched, so a file is hashed once a process
 
 
 class WeightsError(RuntimeError):
@@ -127,6 +128,42 @@ def download(url: str, dest: Path, sha_prefix: str, progress=None) -> Path:
         raise WeightsError(f"cannot reach {url} ({reason})") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def verify(p: Path, file: str | None = None) -> Path:
+    """p, after checking its SHA-256 against the prefix in torchvision's file name (once per file and process); a
+    WeightsError for a file that does not match (changed, truncated or another file under that name)."""
+    p = Path(p)
+    st = p.stat()
+    key = (str(p), st.st_size, st.st_mtime_ns)
+    if key not in _VERIFIED:
+        digest = hashlib.sha256()
+        with open(p, "rb") as f:
+            while chunk := f.read(CHUNK):
+                digest.update(chunk)
+        _VERIFIED[key] = digest.hexdigest().startswith(expected_prefix(file or p.name))
+    if not _VERIFIED[key]:
+        raise WeightsError(f"{p} does not match its published SHA-256 ({expected_prefix(file or p.name)}...): "
+                           "delete it and download it again")
+    return p
+
+
+def load(name: str, folder: str | Path | None = None, progress=None) -> dict:
+    """The backbone's ImageNet state dict: fetched on first use, verified, loaded as plain tensors."""
+    p = verify(fetch(name, folder, progress), _backbone(name).file)
+    return torch.load(p, map_location="cpu", weights_only=True)
+
+
+def plan(name: str, folder: str | Path | None = None) -> str:
+    """One line saying which weights a run of this backbone will start from, before it starts."""
+    b = _backbone(name)
+    p = path(name, folder)
+    if p is not None:
+        return f"starts from ImageNet weights ({b.file}, on disk at {p.parent})"
+    if offline():
+        return (f"ImageNet weights ({b.file}, {b.size_mb:.0f} MB) are not on disk and downloads are off "
+                f"(LOGOAPP_OFFLINE): place the file in {cache_dir()}, or train from random init")
+    return f"will start from ImageNet weights: {b.file} ({b.size_mb:.0f} MB) is downloaded once, on first use"
 
 
 def _backbone(name: str) -> Backbone:

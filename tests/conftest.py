@@ -38,6 +38,7 @@ def make_folder(root: Path, n_classes: int = 2, per_class: int = 12, size: int =
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own cache and models folder: no test sees another's files."""
     monkeypatch.setenv("LOGOAPP_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("LOGOAPP_OFFLINE", "1")  # no test downloads ImageNet weights (test_weights serves its own)
 
 
 def as_old_folder(src: Path, dest: Path) -> Path:

@@ -30,10 +30,11 @@ def toy():
 
 
 def test_the_ladder_in_order():
-    assert M.names() == ["pixel", "linear", "mlp", "cnn", "resnet18", "resnet34"]
+    assert M.names() == ["pixel", "linear", "mlp", "cnn", "features", "resnet18", "resnet34", "mobilenet"]
     assert M.trainable() == M.names()[1:] and M.DEFAULT_MODEL in M.trainable()
     assert not M.get("pixel").trainable and M.get("cnn").augment and not M.get("linear").augment
     assert M.get("resnet18").weights and M.get("resnet18").groups and not M.get("cnn").groups
+    assert M.get("features").head_only and M.get("features").weights == M.get("mobilenet").weights
     assert M.describe("cnn") == M.get("cnn").description and M.describe("weird") == "weird"
     with pytest.raises(ValueError, match="unknown model 'nope'; choose one of linear"):
         M.get("nope")

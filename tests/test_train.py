@@ -29,7 +29,7 @@ def ds(tmp_path_factory):
 
 @pytest.mark.parametrize("model, epochs", [("linear", 3), ("mlp", 3), ("cnn", 3), ("resnet18", 2)])
 def test_each_model_learns(ds, model, epochs):
-    done = T.fit(ds, TrainConfig(model, epochs=epochs, bs=BS, size=SIZE, aug=False))
+    done = T.fit(ds, TrainConfig(model, epochs=epochs, bs=BS, size=SIZE, aug=False, pretrained=False))  # from scratch
     h = done.history
     assert len(h) == epochs
     assert h[-1]["train_loss"] < h[0]["train_loss"]

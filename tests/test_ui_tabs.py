@@ -146,8 +146,9 @@ def test_ideal_distance_and_background(shared, ui):
 
 def test_train_form(shared):
     s = Session(shared)
-    desc, epochs, lr, size, aug = train.on_arch("linear", s)
+    desc, epochs, lr, size, aug, note, pretrained, fetch = train.on_arch("linear", s)
     assert "linear" in desc and epochs == 6 and lr == 1e-3 and size == 16 and aug is False
+    assert note and pretrained["visible"] is False and fetch["visible"] is False
     assert train.config("cnn", 2, 0.01, 16, 32, True, 1).model == "cnn"
     for bad, words in [(("nope", 1, 0.1, 16, 16, False, 0), "Unknown model"),
                        (("cnn", 1, 0, 16, 16, False, 0), "learning rate"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import audit, data, model
+from . import audit, data, model, weights
 from .common import CliError  # noqa: F401  (re-exported: callers catch logoapp.cli.CliError)
 
 EPILOG = """examples:
@@ -20,10 +20,11 @@ EPILOG = """examples:
   logoapp eval models/cnn crests/          accuracy, precision/recall/F1 per class, confusion matrix
   logoapp predict models/cnn a.png b.jpg   class probabilities per image, or "unknown" for an unlike image
   logoapp explain models/cnn a.png --out heat/   a heatmap overlay PNG per image: what the answer rests on
+  logoapp weights [download resnet18]      the ImageNet backbones: file, size, on disk? (download one)
 DATA may be a folder of class sub-folders, a train/ + valid/ (or validation/, test/) layout, or 'embedded'."""
 
 
-COMMANDS = (data, audit, model)  # each: add(sub); the order is the order of `logoapp --help`
+COMMANDS = (data, audit, model, weights)  # each: add(sub); the order is the order of `logoapp --help`
 
 
 def cmd_app(args):

@@ -11,11 +11,24 @@ from .common import CliError, bar, data_args, distributed, emit, load_predictor,
 
 
 def cmd_train(args):
+    from .. import models as M
     from .. import store
     from ..train import Batch, Done, Epoch, Error, Start, TrainConfig, train
-    ds = open_data(args)
+    from ..train import backbone_weights, still_rising
+    from ..weights import WeightsError
+    from .weights import _bytes_bar
+    if args.offline:
+        os.environ["LOGOAPP_OFFLINE"] = "1"
     cfg = TrainConfig(model=args.model, epochs=args.epochs, lr=args.lr, bs=args.bs, size=args.size,
-                      aug=False if args.no_aug else None, seed=42 if args.seed is None else args.seed)
+                      aug=False if args.no_aug else None, seed=42 if args.seed is None else args.seed,
+                      pretrained=not args.no_pretrained)
+    if args.no_pretrained and M.get(args.model).head_only:
+        raise CliError(f"--no-pretrained: the {args.model} rung is a head on ImageNet features; pick another model")
+    try:  # before the data: a missing download fails in a second, with the fix
+        backbone_weights(cfg, progress=_bytes_bar(M.get(args.model).weights or ""))
+    except WeightsError as e:
+        raise CliError(str(e)) from None
+    ds = open_data(args)
     out = args.out or store.unique_dir(args.models, args.model)
     from tqdm import tqdm
     bar, done = None, None
@@ -23,11 +36,12 @@ def cmd_train(args):
     try:
         for e in train(ds, cfg, stop=stop, out=out):
             if isinstance(e, Start):
-                bar = tqdm(total=e.n_iter * cfg.resolved().epochs, file=sys.stderr, desc=args.model, leave=False,
+                bar = tqdm(total=e.n_iter * e.config["epochs"], file=sys.stderr, desc=args.model, leave=False,
                            disable=None, dynamic_ncols=True)
                 if e.weights_note:
                     print(e.weights_note, file=sys.stderr)
             elif isinstance(e, Batch) and bar is not None:
+                bar.total = e.n_epoch * e.n_iter  # fine_tune adds a frozen epoch
                 bar.n = e.epoch * e.n_iter + e.iter + 1
                 bar.set_postfix(loss=f"{e.train_loss:.3f}", acc=f"{e.train_acc:.3f}", refresh=True)
             elif isinstance(e, Epoch) and not args.json:
@@ -52,6 +66,9 @@ def cmd_train(args):
     if done.temperature is not None:
         print(f"calibrated on the validation images: temperature {done.temperature:.2f}, unknown-input test "
               f"({done.unknown['method']}) in {done.calibration_seconds:.1f}s")
+    if still_rising(done.history):
+        print(f"validation accuracy was still rising at the last epoch: try more epochs (--epochs "
+              f"{2 * len(done.history)})")
     print(f"saved to {done.model_path}")
 
 
@@ -145,16 +162,23 @@ def add(sub):
     """Register this module's commands."""
     from .. import models as M
     s = sub.add_parser("train", help="train a model and save it", formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="models:\n" + "\n".join(f"  {k:<9} {M.describe(k)}" for k in M.trainable()))
+                       epilog="models:\n" + "\n".join(f"  {k:<9} {M.describe(k)}" for k in M.trainable())
+                       + "\n\nbackbone rungs fetch torchvision's ImageNet weights into torch's hub cache on first use "
+                         "(see logoapp weights); --offline forbids it, --no-pretrained trains from random init")
     data_args(s, size="image size for loading and for the model (default: load at the images' own size, at most 140; "
                       "the model at its own default, e.g. 64 for cnn)")
     s.add_argument("--model", choices=M.trainable(), default=M.DEFAULT_MODEL,
                    help=f"which rung of the ladder (default {M.DEFAULT_MODEL})")
-    s.add_argument("--epochs", type=int, default=None, help="epochs (default: per model)")
+    s.add_argument("--epochs", type=int, default=None,
+                   help="epochs (default: per model; RGB photos trained from scratch get more in small sets)")
     s.add_argument("--lr", type=float, default=None,
                    help="peak learning rate of the one-cycle schedule (default: per model)")
     s.add_argument("--bs", type=int, default=64, help="batch size (default 64)")
     s.add_argument("--no-aug", action="store_true", help="turn augmentation off")
+    s.add_argument("--no-pretrained", action="store_true",
+                   help="train a backbone rung (resnet18, resnet34, mobilenet) from random init, not ImageNet weights")
+    s.add_argument("--offline", action="store_true",
+                   help="never download ImageNet weights (same as LOGOAPP_OFFLINE=1); fail if they are not on disk")
     s.add_argument("--out", default=None, help="model folder to write (default models/<model>)")
     s.add_argument("--models", default=None, help="models folder for the default --out (default ./models)")
     s.add_argument("--processes", type=int, default=1, metavar="N",

@@ -18,7 +18,7 @@ from ..state import Session, Shared
 from ..widgets import bar, secs
 from ..wiring import Ui, Updates
 
-REFRESHES = ("tsize", "board")
+REFRESHES = ("tsize", "epochs", "board", "wnote")
 CURVES = ("loss_plot", "acc_plot")
 
 
@@ -30,11 +30,17 @@ def layout(ui: Ui, shared: Shared) -> None:
                 arch = gr.Radio(models.trainable(), value=rung.name, label="Model (the ladder, simplest first)",
                                 elem_id="arch")
                 arch_md = gr.Markdown(rung.description, elem_classes="la-note")
-                epochs = gr.Slider(1, 40, value=rung.epochs, step=1, label="Epochs", elem_id="epochs")
+                wnote = gr.Markdown(weights_note(rung.name, shared.ctx0.ds), elem_classes="la-note", elem_id="wnote")
+                with gr.Row(equal_height=False):
+                    pretrained = gr.Checkbox(value=True, label="Start from ImageNet weights", visible=False,
+                                             elem_id="pretrained")
+                    fetch_btn = gr.Button("Fetch weights", visible=False, elem_id="fetch-btn", size="sm")
+                sug = suggested(rung.name, shared.ctx0.ds)
+                epochs = gr.Slider(1, 40, value=sug["epochs"], step=1, label="Epochs", elem_id="epochs")
                 with gr.Row(equal_height=False, elem_classes="la-align-end"):
                     lr = gr.Number(value=rung.lr, label="Learning rate", minimum=0, step=1e-4, elem_id="lr", scale=2)
                     lr_btn = gr.Button("Find LR", scale=1, min_width=90, elem_classes="la-inline-btn")
-                tsize = gr.Slider(16, 256, value=models.default_size(rung.name, shared.ctx0.ds.size), step=8,
+                tsize = gr.Slider(16, 256, value=sug["size"], step=8,
                                   label="Input size (pixels the model sees)", elem_id="size")
                 with gr.Row():
                     bs = gr.Dropdown([16, 32, 64, 128, 256], value=st.bs, label="Batch size", min_width=100)
@@ -59,15 +65,21 @@ def layout(ui: Ui, shared: Shared) -> None:
                                                     "still falls steeply."), format="png", show_label=False)
         board = gr.Dataframe(board_df({}, shared.ctx0), label="Leaderboard: every model of this session on the same "
                              "validation split", interactive=False, elem_id="leaderboard")
+    ui.add(wnote=wnote, pretrained=pretrained, fetch_btn=fetch_btn)
     ui.add(arch=arch, arch_md=arch_md, epochs=epochs, lr=lr, lr_btn=lr_btn, tsize=tsize, bs=bs, seed=seed, aug=aug,
            train_btn=train_btn, stop_btn=stop_btn, prog=prog, loss_plot=loss_plot, acc_plot=acc_plot, metrics=metrics,
            result=result, lr_acc=lr_acc, lr_plot=lr_plot, board=board)
 
 
 def wire(ui: Ui) -> None:
-    settings = ["session", "arch", "epochs", "lr", "bs", "tsize", "aug", "seed"]
-    ui.on("arch.change", on_arch, ["arch", "session"], ["arch_md", "epochs", "lr", "tsize", "aug"],
+    settings = ["session", "arch", "epochs", "lr", "bs", "tsize", "aug", "seed", "pretrained"]
+    ui.on("arch.change", on_arch, ["arch", "session"], ["arch_md", "epochs", "lr", "tsize", "aug", "wnote",
+                                                         "pretrained", "fetch_btn"],
           api_visibility="private", show_progress="hidden")
+    ui.on("pretrained.change", on_pretrained, ["arch", "pretrained", "session"], ["wnote", "fetch_btn"],
+          api_visibility="private", show_progress="hidden")
+    ui.on("fetch_btn.click", on_fetch, ["arch", "session"], ["wnote", "fetch_btn"], api_name="fetch_weights",
+          concurrency_limit=1, show_progress="full", show_progress_on=ui["wnote"])
     ui.on("lr_btn.click", on_lr, settings, ["lr_plot", "lr", "lr_acc"], api_name="lr_find", concurrency_id="train",
           concurrency_limit=1)
     ui.on("train_btn.click", on_train, settings, ["train_btn", "stop_btn", "prog", *CURVES, "metrics", "result",
@@ -79,19 +91,66 @@ def wire(ui: Ui) -> None:
 
 
 def refresh(s: Session) -> Updates:
-    return Updates(tsize=gr.update(value=models.default_size(models.DEFAULT_MODEL, s.data.ds.size)),
-                   board=board_df(s.board, s.data))
+    sug = suggested(models.DEFAULT_MODEL, s.data.ds)
+    return Updates(tsize=gr.update(value=sug["size"]), epochs=gr.update(value=sug["epochs"]),
+                   board=board_df(s.board, s.data), wnote=weights_note(models.DEFAULT_MODEL, s.data.ds))
+
+
+def suggested(arch: str, ds) -> dict:
+    """The epochs and input size a run on this data starts from (models.suggested)."""
+    return models.suggested(arch, ds.size, ds.channels, len(ds.idx("train")), Settings().bs)
+
+
+def weights_note(arch: str, ds, pretrained: bool = True) -> str:
+    """Before a run: which weights it will start from; for photo-like data, the pretrained rungs suggested."""
+    from ...weights import plan
+    r = models.get(arch)
+    photos = ds.channels == 3 and not r.weights
+    tip = ("These look like photos: a pretrained rung usually does far better than training from scratch "
+           "(**features** trains in seconds, **resnet18** fine-tunes)." if photos else "")
+    if not r.weights:
+        return tip or "Trained from random init (this rung has no pretrained weights)."
+    if not pretrained and not r.head_only:
+        return "Starts from random init (ImageNet weights unticked)."
+    return f"This run {plan(r.weights)}." + (" RGBA images are composed on white first." if ds.channels == 4 else "")
+
+
+def _needs_fetch(arch: str, pretrained: bool = True) -> bool:
+    from ...weights import path
+    r = models.get(arch)
+    return bool(r.weights) and (pretrained or r.head_only) and path(r.weights) is None
 
 
 # ============================================================================================= handlers
 
 def on_arch(a, s: Session):
-    """Another rung picked: its description and defaults."""
+    """Another rung picked: its description, defaults and the weights it would start from."""
+    r, sug = models.get(a), suggested(a, s.data.ds)
+    return (r.description, sug["epochs"], r.lr, sug["size"], r.augment,
+            weights_note(a, s.data.ds), gr.update(visible=bool(r.weights) and not r.head_only, value=True),
+            gr.update(visible=_needs_fetch(a)))
+
+
+def on_pretrained(a, pretrained, s: Session):
+    return weights_note(a, s.data.ds, bool(pretrained)), gr.update(visible=_needs_fetch(a, bool(pretrained)))
+
+
+def on_fetch(a, s: Session, progress=gr.Progress()):
+    """Download the rung's ImageNet weights now (atomic: a failed download leaves nothing behind)."""
+    from ...weights import WeightsError, fetch
     r = models.get(a)
-    return r.description, r.epochs, r.lr, models.default_size(a, s.data.ds.size), r.augment
+    if not r.weights:
+        return weights_note(a, s.data.ds), gr.update(visible=False)
+    progress(0, desc=f"downloading {r.weights} weights…")
+    try:
+        fetch(r.weights, progress=lambda done, total: progress((done, total or None), unit="bytes",
+                                                               desc=f"downloading {r.weights} weights"))
+    except WeightsError as e:
+        raise gr.Error(str(e).replace("--no-pretrained", "'Start from ImageNet weights' unticked")) from None
+    return weights_note(a, s.data.ds), gr.update(visible=False)
 
 
-def config(model, epochs, lr, batch_size, size, augment, seed):
+def config(model, epochs, lr, batch_size, size, augment, seed, pretrained=True):
     """The form's values as a TrainConfig, or a gr.Error saying which one is wrong."""
     from ...train import TrainConfig  # fastai is heavy: imported when a run starts
     if model not in models.trainable():
@@ -102,13 +161,19 @@ def config(model, epochs, lr, batch_size, size, augment, seed):
         raise gr.Error("Epochs must be between 1 and 1000.")
     if not 8 <= int(size or 0) <= 1024:
         raise gr.Error("The model input size must be between 8 and 1024 pixels.")
-    return TrainConfig(model, int(epochs), float(lr), int(batch_size), int(size), bool(augment), int(seed or 0))
+    if _needs_fetch(model, pretrained is not False):
+        r = models.get(model)
+        raise gr.Error(f"{model} starts from ImageNet weights that are not on disk yet: press 'Fetch weights' "
+                       f"first ({r.weights})" + ("" if r.head_only else ", or untick 'Start from ImageNet weights'")
+                       + ".")
+    return TrainConfig(model, int(epochs), float(lr), int(batch_size), int(size), bool(augment), int(seed or 0),
+                       pretrained=pretrained is not False)
 
 
-def on_lr(s: Session, model, epochs, lr, batch_size, size, augment, seed, progress=gr.Progress()):
+def on_lr(s: Session, model, epochs, lr, batch_size, size, augment, seed, pretrained=True, progress=gr.Progress()):
     """fastai's learning-rate finder for this configuration: the curve and the suggested rate."""
     from ...train import lr_find
-    cfg = config(model, epochs, lr or 1e-3, batch_size, size, augment, seed)
+    cfg = config(model, epochs, lr or 1e-3, batch_size, size, augment, seed, pretrained)
     progress(0.1, desc="running the learning-rate finder (a short training run)…")
     try:
         r = lr_find(s.data.ds, cfg)
@@ -118,10 +183,10 @@ def on_lr(s: Session, model, epochs, lr, batch_size, size, augment, seed, progre
     return plots.lr_finder(r["lrs"], r["losses"], r["suggested"]), sug, gr.update(open=True)
 
 
-def on_train(s: Session, model, epochs, lr, batch_size, size, augment, seed):
+def on_train(s: Session, model, epochs, lr, batch_size, size, augment, seed, pretrained=True):
     """Train one model, streaming progress, curves and the per-epoch table; saves it when done."""
     from ...train import train
-    cfg = config(model, epochs, lr, batch_size, size, augment, seed)
+    cfg = config(model, epochs, lr, batch_size, size, augment, seed, pretrained)
     if s.running:
         raise gr.Error("A training run is already going in this session.")
     run, final = Run(s, cfg.model, cfg.epochs), Updates()
@@ -204,8 +269,12 @@ class Run:
         how = "stopped early" if e.stopped else "finished"
         msg = (f"**{name}** {how}: **{e.accuracy:.1%}** validation accuracy after {len(e.history)} epoch(s), "
                f"{secs(e.seconds)}. Saved to `{e.model_path}`; it is now selected in Evaluate and Predict.")
-        if e.weights_note and not e.pretrained:
-            msg += f"  \n<span class='la-note'>{html.escape(e.weights_note)}</span>"
+        from ...train import still_rising
+        if still_rising(e.history):
+            msg += (f"  \nValidation accuracy was still rising at the last epoch: more epochs (say "
+                    f"{2 * len(e.history)}) would likely help.")
+        if e.weights_note:
+            msg += f"  \n<span class='la-note'>Weights: {html.escape(e.weights_note)}</span>"
         frac = 1 if not e.stopped else (self.tl[-1][0] / self.n_epoch if self.tl else 0)
         prog = bar(frac, f"{how} in {secs(time.perf_counter() - self.started)} · validation accuracy "
                          f"{e.accuracy:.1%}", "stopped" if e.stopped else "done")
