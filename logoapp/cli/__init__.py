@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import data, model
+from . import data, export, model
 from .common import CliError  # noqa: F401  (re-exported: callers catch logoapp.cli.CliError)
 
 EPILOG = """examples:
@@ -18,10 +18,11 @@ EPILOG = """examples:
   logoapp eval models/cnn crests/          accuracy, precision/recall/F1 per class, confusion matrix
   logoapp predict models/cnn a.png b.jpg   class probabilities per image, or "unknown" for an unlike image
   logoapp explain models/cnn a.png --out heat/   a heatmap overlay PNG per image: what the answer rests on
+  logoapp export models/cnn --format onnx  one ONNX file with the preprocessing inside, checked against logoapp
 DATA may be a folder of class sub-folders, a train/ + valid/ (or validation/, test/) layout, or 'embedded'."""
 
 
-COMMANDS = (data, model)  # each: add(sub); the order is the order of `logoapp --help`
+COMMANDS = (data, model, export)  # each: add(sub); the order is the order of `logoapp --help`
 
 
 def cmd_app(args):
