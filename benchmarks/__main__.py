@@ -11,13 +11,13 @@ import warnings
 
 from .common import crests, load_avg, log, machine
 
-SECTIONS = ("train", "predict", "load", "memory", "ladder")
+SECTIONS = ("train", "predict", "load", "memory", "ladder", "serve")
 
 
 def datasets(quick: bool, only) -> dict:
     """Folders the chosen sections need: generated once into the cache folder, then reused."""
     from logoapp.synth import default_dataset
-    need = {"train": ("train", "predict", "ladder"), "load": ("load",), "memory": ("memory",)}
+    need = {"train": ("train", "predict", "ladder", "serve"), "load": ("load",), "memory": ("memory",)}
     make = {"train": (lambda: crests("quick", 16, 140, 1)) if quick else default_dataset,
             "load": lambda: crests("load", 16 if quick else 100, 224, 2),      # larger files: a real resize
             "memory": lambda: crests("memory", 200 if quick else 2000, 140, 3)}  # 2,000 or 20,000 images
@@ -27,7 +27,7 @@ def datasets(quick: bool, only) -> dict:
 def run(quick: bool, only=SECTIONS) -> dict:
     from logoapp.data import open_dataset
 
-    from . import loading, prediction, training
+    from . import loading, prediction, serving, training
     t0 = time.perf_counter()
     info = machine()
     log(f"{'quick' if quick else 'full'} run on {info['cpu']}, {info['cores']} cores, torch {info['torch']}, "
@@ -45,6 +45,8 @@ def run(quick: bool, only=SECTIONS) -> dict:
             figs.update(loading.bench(folders["load"], quick))
         if "memory" in only:
             figs.update(loading.memory(folders["memory"]))
+        if "serve" in only:
+            figs.update(serving.bench(ds, quick))
         if "ladder" in only:
             rows, ladder_figs, cnn = training.ladder(ds, quick)
             figs.update(ladder_figs)

@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = {"train_throughput", "predict_vs_forward", "predict_vs_fastai", "predict_many", "load_decode", "load_cache",
-           "memory_decode", "memory_cache", "ladder_pixel", "ladder_linear", "ladder_mlp", "ladder_cnn", "time_to_98"}
+           "memory_decode", "memory_cache", "ladder_pixel", "ladder_linear", "ladder_mlp", "ladder_cnn", "time_to_98",
+           "explain_vs_predict", "rest_vs_client"}
 
 
 @pytest.mark.slow

@@ -96,7 +96,8 @@ def main(argv=None) -> None:
             print("logoapp: could not create a public link (no connection to gradio.app); serving locally only",
                   file=sys.stderr, flush=True)
     max_file_size = args.max_file_size or ("64mb" if args.demo else "2gb")
-    guard = Middleware(Guard, max_upload=_bytes(max_file_size), api_names=lambda: api_names(app), login=bool(auth))
+    guard = Middleware(Guard, max_upload=_bytes(max_file_size), api_names=lambda: api_names(app), login=bool(auth),
+                       classify=getattr(app, "classify", None))
     try:
         app.queue(default_concurrency_limit=2).launch(
             server_name=args.host, server_port=args.port, share=share, auth=auth,
