@@ -19,6 +19,7 @@ EPILOG = """examples:
   logoapp predict models/cnn a.png b.jpg   class probabilities per image, or "unknown" for an unlike image
   logoapp explain models/cnn a.png --out heat/   a heatmap overlay PNG per image: what the answer rests on
   logoapp export models/cnn --format onnx  one ONNX file with the preprocessing inside, checked against logoapp
+  logoapp space models/cnn --out space/    a folder ready to push to a Hugging Face Space (predict-only demo)
 DATA may be a folder of class sub-folders, a train/ + valid/ (or validation/, test/) layout, or 'embedded'."""
 
 

@@ -1,4 +1,5 @@
-"""Commands that take a model elsewhere: `export` (ONNX, TorchScript, checked against logoapp's own predictions)."""
+"""Commands that take a model elsewhere: `export` (ONNX, TorchScript, checked against logoapp's own predictions) and
+`space` (a folder ready to push to a Hugging Face Space)."""
 from __future__ import annotations
 
 import sys
@@ -45,6 +46,25 @@ def cmd_export(args):
           f"its metadata")
 
 
+def cmd_space(args):
+    from .. import space
+    try:
+        out = space.build(args.model_dir, args.out, args.title, args.private_auth)
+    except space.SpaceError as e:
+        raise CliError(str(e)) from None
+    except OSError as e:
+        raise CliError(f"cannot write {args.out}: {e.strerror or e}") from None
+    if args.json:
+        return emit({"model": str(args.model_dir), "out": str(out),
+                     "files": sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()
+                                     and "logoapp" not in p.relative_to(out).parts[:1])})
+    print(f"wrote {out}: app.py, requirements.txt, README.md (the Space's settings), model/, logoapp/"
+          + (", assets/" if (out / "assets").is_dir() else "") + "\nnext: create a Gradio Space on huggingface.co, "
+          f"then: cd {out} && git init -b main && git add . && git commit -m 'logoapp demo' && git remote add space "
+          "https://huggingface.co/spaces/OWNER/SPACE && git push --force space main"
+          + ("\nthen set the secret LOGOAPP_AUTH=user:password in the Space's settings" if args.private_auth else ""))
+
+
 def add(sub):
     """Register this module's commands."""
     s = sub.add_parser(
@@ -62,3 +82,15 @@ def add(sub):
                         "the built-in crests); default: a generated probe set")
     s.add_argument("--json", action="store_true", help="print one JSON object on stdout (file, size, parity)")
     s.set_defaults(fn=cmd_export)
+
+    s = sub.add_parser("space", help="write a folder ready to push to a Hugging Face Space (the predict-only demo)",
+                       description="Write DIR with what a Hugging Face Space needs to serve MODEL_DIR's predict-only "
+                                   "demo: README.md with the Space's front matter, app.py, requirements.txt (torch's "
+                                   "CPU wheels), the logoapp package, the model folder and its example images.")
+    s.add_argument("model_dir", metavar="MODEL_DIR")
+    s.add_argument("--out", required=True, metavar="DIR", help="folder to write (new or empty)")
+    s.add_argument("--title", default=None, help="the Space's title (default: the model's name)")
+    s.add_argument("--private-auth", action="store_true",
+                   help="require a login: the Space refuses to start until its secret LOGOAPP_AUTH is set")
+    s.add_argument("--json", action="store_true", help="print one JSON object on stdout (folder and files)")
+    s.set_defaults(fn=cmd_space)
