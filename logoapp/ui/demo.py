@@ -46,9 +46,9 @@ def build_demo(model_dir: str | Path) -> gr.Blocks:
                 image: the image to classify (PNG, JPEG, WebP, GIF or BMP).
 
             Returns:
-                {"label": the most likely class, "probs": {class: probability} most likely first, "unknown": true
-                when the image lies far from the images the model was trained on (then "label" is only the
-                closest class)}.
+                a dict: "label" is the most likely class; "probs" maps classes to probabilities (most likely
+                first); "unknown" is true when the image lies far from the images the model was trained on (then
+                "label" is only the closest class).
             """
             if image is None:
                 return None

@@ -23,6 +23,7 @@ from pathlib import Path
 
 MAX_BODY_BYTES = 1 << 20        # JSON bodies: an API call names uploaded files, it never carries them
 UPLOAD_SLACK = 1 << 20          # multipart headers around a file of the upload cap
+IMAGE_BODY_BYTES = 64 << 20     # one image (/api/classify, an MCP tool call's base64 image); images.py's own cap
 LOGIN_FREE_TRIES = 5            # wrong logins per address before each next try has to wait
 LOGIN_MAX_WAIT = 60.0           # seconds; the wait doubles with every wrong login after the free ones
 _UNQUEUED = re.compile(r"^(?:/gradio_api)?/(?:run|api)/[^/]+/?$")
@@ -30,6 +31,7 @@ _CALL = re.compile(r"^(?:/gradio_api)?/call/([^/]+)/?$")
 _UPLOAD = re.compile(r"^(?:/gradio_api)?/upload/?$")
 _LOGIN = re.compile(r"^(?:/gradio_api)?/login/?$")
 _CLASSIFY = re.compile(r"^/api/classify/?$")
+_MCP = re.compile(r"^/gradio_api/mcp/")  # MCP tool calls carry their images inline (base64)
 _API_INFO = re.compile(rb"<script>window\.gradio_api_info = .*?;</script>", re.S)
 
 
@@ -131,7 +133,8 @@ class Guard:
         return await self.app(scope, receive, send)
 
     async def _with_body(self, scope, receive, send, path):
-        cap = self.max_upload + UPLOAD_SLACK if _UPLOAD.match(path) else MAX_BODY_BYTES
+        cap = (self.max_upload + UPLOAD_SLACK if _UPLOAD.match(path) else
+               min(self.max_upload, IMAGE_BODY_BYTES) * 4 // 3 + UPLOAD_SLACK if _MCP.match(path) else MAX_BODY_BYTES)
         length = _header(scope, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > cap):
             return await _reply(send, 413, f"request body too large (limit {cap:,} bytes)")
@@ -153,12 +156,12 @@ class Guard:
 
     async def _classify(self, scope, receive, send):
         """POST /api/classify: the same login as every route, a body of at most one image (and the upload cap)."""
-        from .rest import MAX_IMAGE_BYTES, serve
+        from .rest import serve
         if scope["method"] != "POST":
             return await _reply(send, 405, "POST an image to /api/classify", [(b"allow", b"POST")])
         if self.login and not _logged_in(scope):
             return await _reply(send, 401, "log in first (POST /login with username and password, keep the cookie)")
-        cap = min(self.max_upload, MAX_IMAGE_BYTES) + UPLOAD_SLACK
+        cap = min(self.max_upload, IMAGE_BODY_BYTES) + UPLOAD_SLACK
         length = _header(scope, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > cap):
             return await _reply(send, 413, f"request body too large (limit {cap:,} bytes)")
