@@ -17,7 +17,8 @@ from . import store
 PACKAGE = Path(__file__).resolve().parent
 ASSETS = PACKAGE.parent / "assets"
 CPU_WHEELS = "https://download.pytorch.org/whl/cpu"
-SKIP = ("gradio",)  # the Space installs the gradio of its front matter's sdk_version
+SKIP = ("gradio",       # the Space installs the gradio of its front matter's sdk_version
+        "onnx", "onnxscript", "onnxruntime")  # exporting is not the demo's job: a leaner Space
 
 
 class SpaceError(ValueError):
