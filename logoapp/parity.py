@@ -81,7 +81,8 @@ def compare(name: str, runner: Runner, pred: Predictor, images: list[np.ndarray]
 
 def probe_images(meta: dict, seed: int = 0) -> dict[str, list[np.ndarray]]:
     """Without a dataset: built-in crests (every club, a few variations each) at the model's image size, random
-    blobs and noise, and crests at other sizes and shapes (the export's own squish against logoapp's decoder)."""
+    blobs and noise, crests at other sizes and shapes, and each club's clean crest at three sizes (the export's own
+    squish against logoapp's decoder)."""
     from . import synth
     d, rng = int(meta["data_size"]), np.random.default_rng(seed)
     n_clubs = len(synth.CLUBS)
@@ -92,7 +93,8 @@ def probe_images(meta: dict, seed: int = 0) -> dict[str, list[np.ndarray]]:
         h, w = (int(v) for v in rng.integers(max(8, d // 3), 3 * d, 2))
         img = synth.crest(i % n_clubs, seed + 9, i, max(h, w)).resize((w, h), Image.BILINEAR)
         odd.append(flatten(np.asarray(img), meta))
-    return {"built-in crests": crests, "random images": noise, "crests at other sizes": odd}
+    clean = [flatten(np.asarray(synth.template(k, s)), meta) for k in range(n_clubs) for s in (d, 2 * d + 1, 400)]
+    return {"built-in crests": crests, "random images": noise, "crests at other sizes": odd, "clean crests": clean}
 
 
 def _blobs(rng, h: int, w: int) -> np.ndarray:
