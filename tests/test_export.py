@@ -96,7 +96,9 @@ def test_onnx_export_cli_and_predict(rungs, tmp_path, capsys):
     res = json.loads(out)
     assert res["out"] == str(model / "model.onnx") and (model / "model.onnx").is_file()
     assert res["parity"]["ok"] and res["parity"]["agreement"] == 1.0 and res["parity"]["n"] >= 70
-    assert res["parity"]["max_diff"] < 1e-2
+    diffs = {st["name"]: st["max_diff"] for st in res["parity"]["sets"]}
+    assert diffs["built-in crests"] < 1e-4 and diffs["random images"] < 1e-4, diffs  # at the stored size: same maths
+    assert max(diffs.values()) < 0.05, diffs  # other sizes: the export's squish, within a level of logoapp's decoder
     assert not list(model.glob(".*")), "the checking file is left behind"
     images = sorted(str(p) for p in data.rglob("*.png"))[::7]
     rc, out, err = run(capsys, "predict", model / "model.onnx", *images, "--json")
