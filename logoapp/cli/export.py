@@ -72,7 +72,7 @@ def add(sub):
         description="Write MODEL_DIR as one ONNX or TorchScript file that takes uint8 (N, H, W, C) pixels at any "
                     "size and does logoapp's resize and normalisation itself; class names and the calibration "
                     "temperature travel in its metadata. The export is then run beside logoapp's own predictor "
-                    "(on --data's images, else on a generated probe set) and refused below 99.9%% top-1 agreement.")
+                    "(on --data's images, else on a generated probe set) and refused below 99.9% top-1 agreement.")
     s.add_argument("model_dir", metavar="MODEL_DIR")
     s.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="file format (default onnx)")
     s.add_argument("--out", default=None, metavar="FILE",
