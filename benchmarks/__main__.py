@@ -11,14 +11,14 @@ import warnings
 
 from .common import crests, load_avg, log, machine
 
-SECTIONS = ("train", "predict", "load", "memory", "ladder", "audit", "bigdata", "cifar")
+SECTIONS = ("train", "predict", "load", "memory", "ladder", "serve", "audit", "bigdata", "cifar")
 SLOW = ("bigdata", "cifar")  # minutes even when quick (a 2 GB cache; CIFAR-10): only when asked for with --quick
 
 
 def datasets(quick: bool, only) -> dict:
     """Folders the chosen sections need: generated once into the cache folder, then reused."""
     from logoapp.synth import default_dataset
-    need = {"train": ("train", "predict", "ladder"), "load": ("load",), "memory": ("memory",)}
+    need = {"train": ("train", "predict", "ladder", "serve"), "load": ("load",), "memory": ("memory",)}
     make = {"train": (lambda: crests("quick", 16, 140, 1)) if quick else default_dataset,
             "load": lambda: crests("load", 16 if quick else 100, 224, 2),      # larger files: a real resize
             "memory": lambda: crests("memory", 200 if quick else 2000, 140, 3)}  # 2,000 or 20,000 images
@@ -28,7 +28,7 @@ def datasets(quick: bool, only) -> dict:
 def run(quick: bool, only=SECTIONS) -> dict:
     from logoapp.data import open_dataset
 
-    from . import loading, prediction, training
+    from . import loading, prediction, serving, training
     t0 = time.perf_counter()
     info = machine()
     log(f"{'quick' if quick else 'full'} run on {info['cpu']}, {info['cores']} cores, torch {info['torch']}, "
@@ -46,6 +46,8 @@ def run(quick: bool, only=SECTIONS) -> dict:
             figs.update(loading.bench(folders["load"], quick))
         if "memory" in only:
             figs.update(loading.memory(folders["memory"]))
+        if "serve" in only:
+            figs.update(serving.bench(ds, quick))
         if "ladder" in only:
             rows, ladder_figs, cnn = training.ladder(ds, quick)
             figs.update(ladder_figs)

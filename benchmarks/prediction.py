@@ -1,4 +1,5 @@
-"""Prediction: Predictor.predict vs the raw forward and vs fastai's learn.predict; predict_many vs batched forward."""
+"""Prediction: Predictor.predict vs the raw forward and vs fastai's learn.predict; predict_many vs batched forward;
+the explain call (Grad-CAM heatmap and overlay) vs predict."""
 from __future__ import annotations
 
 import warnings
@@ -88,6 +89,8 @@ def bench(ds, quick: bool) -> dict:
             percentiles_10_50_90_ms=spread),
     }
 
+    figs["explain_vs_predict"] = explain_latency(model, pred, path, ds, 20 if quick else 100)
+
     n_files = 64 if quick else 256
     files = list(ds.items[:n_files])
     xs = torch.from_numpy(np.stack([pred.prepare(f) for f in files]))
@@ -110,3 +113,25 @@ def bench(ds, quick: bool) -> dict:
         f"bs 64; {rounds} interleaved rounds; values are medians, the ratio is the median of paired ratios",
         samples={k: [round(n_files / s, 1) for s in v] for k, v in r.items()})
     return figs
+
+
+def explain_latency(model, pred: Predictor, path: str, ds, rounds: int) -> dict:
+    """explain(model, meta, path) (Grad-CAM on the cnn: a forward and a backward pass on the model itself, the
+    heatmap scaled to the image and drawn over it) against Predictor.predict(path), taking turns call by call."""
+    from logoapp.explain import explain
+    meta = {"arch": "cnn", "vocab": ds.vocab, "data_size": ds.size, "channels": ds.channels}
+    log(f"explain latency: {rounds} rounds of explain / predict, taking turns call by call")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        explain(model, meta, path)  # warm-up
+        r = calls({"explain": lambda: explain(model, meta, path), "predict": lambda: pred.predict(path)}, rounds)
+    e, p = median(r["explain"]) * 1000, median(r["predict"]) * 1000
+    return figure(
+        "explain latency vs predict", e, "ms", p, "ms (Predictor.predict, same file)",
+        paired(r["explain"], r["predict"]), "<=", 10,
+        f"one {ds.size}px file through logoapp.explain.explain (decode, Grad-CAM forward and backward on the cnn "
+        f"itself, heatmap resized to the image, overlay drawn) vs Predictor.predict on the same file; {rounds} "
+        "calls each, taking turns call by call; values are medians, the ratio is the median of paired ratios "
+        "(goal ours: a heatmap costs at most ten predictions)",
+        percentiles_10_50_90_ms={k: [round(float(np.percentile(v, q)) * 1000, 3) for q in (10, 50, 90)]
+                                 for k, v in r.items()})

@@ -13,7 +13,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = {"train_throughput", "predict_vs_forward", "predict_vs_fastai", "predict_many", "load_decode", "load_cache",
            "memory_decode", "memory_cache", "ladder_pixel", "ladder_linear", "ladder_mlp", "ladder_cnn", "time_to_98",
-           "audit_labels", "audit_copies", "audit_cross_split", "audit_seconds"}
+           "audit_labels", "audit_copies", "audit_cross_split", "audit_seconds",
+           "explain_vs_predict", "rest_vs_client"}
 
 
 @pytest.mark.slow

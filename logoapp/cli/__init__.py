@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import audit, data, model, weights
+from . import audit, data, export, model, weights
 from .common import CliError  # noqa: F401  (re-exported: callers catch logoapp.cli.CliError)
 
 EPILOG = """examples:
@@ -21,10 +21,12 @@ EPILOG = """examples:
   logoapp predict models/cnn a.png b.jpg   class probabilities per image, or "unknown" for an unlike image
   logoapp explain models/cnn a.png --out heat/   a heatmap overlay PNG per image: what the answer rests on
   logoapp weights [download resnet18]      the ImageNet backbones: file, size, on disk? (download one)
+  logoapp export models/cnn --format onnx  one ONNX file with the preprocessing inside, checked against logoapp
+  logoapp space models/cnn --out space/    a folder ready to push to a Hugging Face Space (predict-only demo)
 DATA may be a folder of class sub-folders, a train/ + valid/ (or validation/, test/) layout, or 'embedded'."""
 
 
-COMMANDS = (data, audit, model, weights)  # each: add(sub); the order is the order of `logoapp --help`
+COMMANDS = (data, audit, model, export, weights)  # each: add(sub); the order is the order of `logoapp --help`
 
 
 def cmd_app(args):

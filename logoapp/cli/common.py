@@ -84,9 +84,17 @@ def per_class_table(per_class: dict) -> None:
         print(f"  {c:<{w}}  {pct(a)}")
 
 
-def load_predictor(path):
+def load_predictor(path, exported: bool = False):
+    """A model folder's Predictor; with exported, an .onnx or .torchscript file from `logoapp export` may stand in
+    (it predicts without the unknown-input test)."""
     from ..predict import Predictor
     from ..store import ModelError
+    if exported and str(path).endswith((".onnx", ".torchscript")):
+        from ..export import ExportError, Runner
+        try:
+            return Runner(path)
+        except ExportError as e:
+            raise CliError(f"cannot load {path}: {str(e).splitlines()[0][:300]}") from None
     try:
         return Predictor.load(path)
     except ModelError as e:

@@ -102,7 +102,7 @@ def cmd_eval(args):
 
 
 def cmd_predict(args):
-    p = load_predictor(args.model_dir)
+    p = load_predictor(args.model_dir, exported=True)
     res = p.predict_many(args.images, top=args.top, with_unknown=True)
     if args.json:
         emit(res)
@@ -197,7 +197,8 @@ def add(sub):
 
     s = sub.add_parser("predict", help="class probabilities for images, or 'unknown' for images unlike the training "
                        "data (models saved with an unknown-input test)")
-    s.add_argument("model_dir", metavar="MODEL_DIR")
+    s.add_argument("model_dir", metavar="MODEL_DIR", help="a model folder, or an .onnx / .torchscript file written by "
+                   "logoapp export")
     s.add_argument("images", metavar="IMAGE", nargs="+")
     s.add_argument("--top", type=int, default=None, help="keep the top N classes per image")
     s.add_argument("--json", action="store_true",

@@ -15,6 +15,7 @@ from ..config import models_dir as default_models_dir
 from ..views import DataCtx
 from .demo import build_demo
 from .registry import Registry
+from .rest import for_app
 from .state import Session, Shared
 from .widgets import DELETE_CACHE
 from .wiring import Ui
@@ -29,7 +30,10 @@ def build_app(data: str | Path | None = None, models_dir: str | Path | None = No
     """The whole app (or, with demo=MODEL_DIR, the predict-only app for one model)."""
     if demo:
         return build_demo(demo)
-    return compose(start(data, models_dir, allow_folders, size, progress))
+    shared = start(data, models_dir, allow_folders, size, progress)
+    app = compose(shared)
+    app.classify = for_app(shared.reg, shared.ctx0)  # POST /api/classify (rest.py), answered by the Guard
+    return app
 
 
 def start(data: str | Path | None = None, models_dir: str | Path | None = None, allow_folders: bool = True,

@@ -7,6 +7,7 @@ The middleware (`Guard`):
 - closes Gradio's unqueued routes (`/run/NAME`, `/api/NAME`), so every call waits in the same queue and counts
   against the same concurrency limits, and answers 404 for endpoint names the app does not offer;
 - with a login: keeps the API description out of the login page, and slows down repeated wrong logins per address;
+- answers `POST /api/classify` (rest.py) itself, behind the same login and an image-sized body cap;
 - sends `X-Content-Type-Options: nosniff` with every response.
 """
 from __future__ import annotations
@@ -22,12 +23,15 @@ from pathlib import Path
 
 MAX_BODY_BYTES = 1 << 20        # JSON bodies: an API call names uploaded files, it never carries them
 UPLOAD_SLACK = 1 << 20          # multipart headers around a file of the upload cap
+IMAGE_BODY_BYTES = 64 << 20     # one image (/api/classify, an MCP tool call's base64 image); images.py's own cap
 LOGIN_FREE_TRIES = 5            # wrong logins per address before each next try has to wait
 LOGIN_MAX_WAIT = 60.0           # seconds; the wait doubles with every wrong login after the free ones
 _UNQUEUED = re.compile(r"^(?:/gradio_api)?/(?:run|api)/[^/]+/?$")
 _CALL = re.compile(r"^(?:/gradio_api)?/call/([^/]+)/?$")
 _UPLOAD = re.compile(r"^(?:/gradio_api)?/upload/?$")
 _LOGIN = re.compile(r"^(?:/gradio_api)?/login/?$")
+_CLASSIFY = re.compile(r"^/api/classify/?$")
+_MCP = re.compile(r"^/gradio_api/mcp/")  # MCP tool calls carry their images inline (base64)
 _API_INFO = re.compile(rb"<script>window\.gradio_api_info = .*?;</script>", re.S)
 
 
@@ -103,8 +107,10 @@ class _Logins:
 class Guard:
     """ASGI middleware; `api_names()` gives the endpoint names the app offers (read when the first call comes)."""
 
-    def __init__(self, app, max_upload: int, api_names, login: bool = False):
+    def __init__(self, app, max_upload: int, api_names, login: bool = False, classify=None):
+        """classify: a rest.Classifier that answers POST /api/classify (None: the route answers 404)."""
         self.app, self.max_upload, self.api_names, self.login = app, max_upload, api_names, login
+        self.classify = classify
         self.logins = _Logins()
 
     async def __call__(self, scope, receive, send):
@@ -112,6 +118,8 @@ class Guard:
             return await self.app(scope, receive, send)
         path, method = scope["path"], scope["method"]
         send = _with_headers(send)
+        if self.classify is not None and _CLASSIFY.match(path):
+            return await self._classify(scope, receive, send)
         if method == "POST" and _UNQUEUED.match(path):
             return await _reply(send, 404, "this route is closed: call the app through its queue, with gradio_client "
                                            "or POST /gradio_api/call/NAME")
@@ -125,21 +133,16 @@ class Guard:
         return await self.app(scope, receive, send)
 
     async def _with_body(self, scope, receive, send, path):
-        cap = self.max_upload + UPLOAD_SLACK if _UPLOAD.match(path) else MAX_BODY_BYTES
+        cap = (self.max_upload + UPLOAD_SLACK if _UPLOAD.match(path) else
+               min(self.max_upload, IMAGE_BODY_BYTES) * 4 // 3 + UPLOAD_SLACK if _MCP.match(path) else MAX_BODY_BYTES)
         length = _header(scope, b"content-length")
         if length is not None and (not length.isdigit() or int(length) > cap):
             return await _reply(send, 413, f"request body too large (limit {cap:,} bytes)")
         if _UPLOAD.match(path):
             return await self.app(scope, receive, send)  # streamed; Gradio checks each file against the cap too
-        body, more = b"", True
-        while more:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                return None
-            body += msg.get("body", b"")
-            more = msg.get("more_body", False)
-            if len(body) > cap:
-                return await _reply(send, 413, f"request body too large (limit {cap:,} bytes)")
+        body = await _read(receive, send, cap)
+        if body is None:
+            return None
         if b"json" in (_header(scope, b"content-type") or "").encode():
             try:
                 check_files(json.loads(body or b"null"))
@@ -150,6 +153,19 @@ class Guard:
         if _LOGIN.match(path) and self.login:
             return await self._login(scope, body, send)
         return await self.app(scope, _replay(body), send)
+
+    async def _classify(self, scope, receive, send):
+        """POST /api/classify: the same login as every route, a body of at most one image (and the upload cap)."""
+        from .rest import serve
+        if scope["method"] != "POST":
+            return await _reply(send, 405, "POST an image to /api/classify", [(b"allow", b"POST")])
+        if self.login and not _logged_in(scope):
+            return await _reply(send, 401, "log in first (POST /login with username and password, keep the cookie)")
+        cap = min(self.max_upload, IMAGE_BODY_BYTES) + UPLOAD_SLACK
+        length = _header(scope, b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > cap):
+            return await _reply(send, 413, f"request body too large (limit {cap:,} bytes)")
+        return await serve(scope, lambda: _read(receive, send, cap), send, self.classify, _reply)
 
     async def _login(self, scope, body, send):
         addr = (scope.get("client") or ("?",))[0]
@@ -166,6 +182,21 @@ class Guard:
         await self.app(scope, _replay(body), watch)
         if "code" in status:
             self.logins.record(addr, status["code"] < 300)
+
+
+async def _read(receive, send, cap: int) -> bytes | None:
+    """The whole request body, or None when the client left or the body passed cap (then answered 413)."""
+    body, more = bytearray(), True
+    while more:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            return None
+        body += msg.get("body", b"")
+        more = msg.get("more_body", False)
+        if len(body) > cap:
+            await _reply(send, 413, f"request body too large (limit {cap:,} bytes)")
+            return None
+    return bytes(body)
 
 
 def _header(scope, name: bytes) -> str | None:

@@ -62,7 +62,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-file-size", default=env("LOGOAPP_MAX_FILE_SIZE"),
                    help="largest upload accepted, e.g. 20mb (env LOGOAPP_MAX_FILE_SIZE); default 64mb with --demo, "
                         "else 2gb (dataset zips)")
+    p.add_argument("--mcp", action="store_true", default=env("LOGOAPP_MCP", "").lower() in ("1", "true", "yes"),
+                   help="also serve the app's API as MCP tools for assistants, at /gradio_api/mcp/sse (best with "
+                        "--demo, whose one tool is predict; needs pip install 'logoapp[mcp]'; env LOGOAPP_MCP=1)")
     return p.parse_args(argv)
+
+
+def check_mcp(args, auth) -> None:
+    """--mcp needs Gradio's MCP extra, and no login: Gradio's MCP server calls the app through a client of its own,
+    which cannot log in, so with --auth every tool call would fail."""
+    import importlib.util
+    if not args.mcp:
+        return
+    if auth:
+        raise SystemExit("logoapp: --mcp cannot be combined with a login (--auth / LOGOAPP_AUTH): Gradio's MCP "
+                         "server could not call the app")
+    if importlib.util.find_spec("mcp") is None:
+        raise SystemExit("logoapp: --mcp needs the MCP extra: pip install 'logoapp[mcp]'")
 
 
 def api_names(app) -> set[str]:
@@ -79,6 +95,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     tmpdirs.sweep_stale()  # uploads unpacked by an app that was killed
     auth = parse_auth(args.auth or os.environ.get("LOGOAPP_AUTH"))
+    check_mcp(args, auth)
     local = args.host in ("127.0.0.1", "localhost", "::1") and not args.share
     print(f"logoapp {__version__}: starting" + (f" (predict-only demo of {args.demo})" if args.demo else ""),
           file=sys.stderr, flush=True)
@@ -96,14 +113,15 @@ def main(argv=None) -> None:
             print("logoapp: could not create a public link (no connection to gradio.app); serving locally only",
                   file=sys.stderr, flush=True)
     max_file_size = args.max_file_size or ("64mb" if args.demo else "2gb")
-    guard = Middleware(Guard, max_upload=_bytes(max_file_size), api_names=lambda: api_names(app), login=bool(auth))
+    guard = Middleware(Guard, max_upload=_bytes(max_file_size), api_names=lambda: api_names(app), login=bool(auth),
+                       classify=getattr(app, "classify", None))
     try:
         app.queue(default_concurrency_limit=2).launch(
             server_name=args.host, server_port=args.port, share=share, auth=auth,
             auth_message="logoapp: log in to continue" if auth else None, theme=theme(), css=CSS,
             show_error=not args.demo,  # the demo shows what was wrong with the input (gr.Error), nothing else
             max_file_size=max_file_size, footer_links=["api", "settings"], quiet=True, prevent_thread_lock=True,
-            app_kwargs={"middleware": [guard]},
+            app_kwargs={"middleware": [guard]}, mcp_server=args.mcp,
             enable_monitoring=False)  # Gradio's /monitoring/summary would show every visitor what the others ran
     except OSError as e:  # most often: the port is taken by another app (or another logoapp)
         print(f"logoapp: error: cannot serve on {args.host}:{args.port}: {str(e).split('. ')[0]}; "

@@ -17,6 +17,7 @@ from ..registry import BASE, Registry, on_models_tab, pickers
 from ..state import Session, Shared
 from ..widgets import examples, unopened, upload
 from ..wiring import Ui, Updates
+from . import predict_live
 
 REFRESHES = ("pmodel", "pex", "pclass", "pthr")
 TABLE = ["file", "predicted", "probability %", "next best", "error"]
@@ -56,11 +57,13 @@ def layout(ui: Ui, shared: Shared) -> None:
             pmany = gr.Dataframe(pd.DataFrame(columns=TABLE), interactive=False, show_label=False, wrap=True,
                                  elem_id="predict-many")
             pcsv = gr.File(label="Results as CSV", interactive=False, height=90, visible=False, elem_id="predict-csv")
+        predict_live.layout_webcam(ui)
         with gr.Accordion("Export or import a model", open=False):
             with gr.Row(equal_height=False):
                 with gr.Column():
-                    export_btn = gr.Button("Export the selected model as .zip")
-                    export_file = gr.File(label="Model zip", interactive=False, height=90)
+                    predict_live.layout_export(ui)
+                    export_btn = gr.Button("Export the selected model")
+                    export_file = gr.File(label="Exported model", interactive=False, height=90)
                 with gr.Column():
                     import_file = gr.File(label="Import a model zip (from logoapp)", file_types=[".zip"], height=90)
                     import_md = gr.Markdown("")
@@ -89,7 +92,7 @@ def wire(ui: Ui) -> None:
     ui.on("pmodel.change", on_examples, ["pmodel", "session"], "pex", **quiet)
     ui.on("pfiles.upload", on_many_csv, ["pfiles", "pmodel", "session"], ["pmany", "pcsv", "pfiles"],
           api_name="predict_many", concurrency_id="predict")
-    ui.on("export_btn.click", on_export, ["session", "pmodel"], "export_file", api_name="export_model")
+    predict_live.wire(ui)  # the export button (zip, ONNX, TorchScript) and the live webcam
     ui.on("import_file.upload", on_import, ["session", "import_file"], "import_md", api_name="import_model").success(
         ui.handler(on_imported), ui.all("session"), ui.all(["pmodel", "emodel"]), **quiet)
     # models saved by other sessions (or copied in) show up when the tab opens
