@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import __version__, store
-from .images import ImageError, to_channels
+from .images import ImageError, background_of, method_of, to_channels
 
 FORMATS = ("onnx", "torchscript")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript"}
@@ -38,9 +38,9 @@ class ExportError(ValueError):
 
 def flatten(a: np.ndarray, meta: dict) -> np.ndarray:
     """(H, W, 3|4) uint8 -> (H, W, model channels): what a caller feeds the export for an image of other channels.
-    The one place that decides how a transparent image meets an RGB model (today: over white, as images.to_channels
-    does); a model that records a background of its own would apply it here."""
-    return to_channels(np.ascontiguousarray(a), int(meta["channels"]))
+    The one place that decides how a transparent image meets an RGB model: over the background the model learned
+    from its training images (images.background_of: white for models saved without one), as logoapp predicts."""
+    return to_channels(np.ascontiguousarray(a), int(meta["channels"]), background=background_of(meta))
 
 
 def squish(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -96,7 +96,9 @@ def describe(meta: dict, fmt: str) -> dict:
             "image_size": int(meta["data_size"]), "model_size": int(meta["size"]),
             "input": f"uint8 (N, H, W, {meta['channels']}) {'RGBA' if meta['channels'] == 4 else 'RGB'}, any N, H, W",
             "outputs": ["logits", "probs (softmax of logits / temperature)"],
-            "name": meta.get("name"), "metrics": meta.get("metrics") or {}}
+            "name": meta.get("name"), "metrics": meta.get("metrics") or {},
+            "background": list(background_of(meta)),  # flatten transparent images on it for an RGB model
+            "resize": method_of(meta)}
 
 
 def default_out(model_dir: str | Path, fmt: str) -> Path:
@@ -158,6 +160,9 @@ def export(model: nn.Module, meta: dict, fmt: str, out: str | Path) -> Path:
     """Write model (with meta, as store.load returns them) to out in fmt; the file appears only when whole."""
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if method_of(meta) != "squish":  # the graph squishes; a crop or a pad inside it is not written yet
+        raise ExportError(f"this model makes its inputs square by {method_of(meta)}; exports support squish only "
+                          "for now (train with --resize squish to export)")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     net = Exported(model, meta).eval()
