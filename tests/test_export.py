@@ -181,7 +181,7 @@ def test_every_rung_exports_in_both_formats(tmp_path_factory, arch, fmt, capsys)
             store.save(ideal.fit(ds), {"arch": "pixel", "distance": "l1", "vocab": ds.vocab, "size": 32,
                                        "data_size": 32, "channels": 4}, model)
         else:
-            fit(ds, TrainConfig(arch, epochs=1, bs=16), out=model)
+            fit(ds, TrainConfig(arch, epochs=1, bs=16, pretrained=False), out=model)  # no download in tests
     for extra in ([], ["--data", data]):
         rc, out, err = run(capsys, "export", model, "--format", fmt, "--json", "--out",
                            root / f"{arch}-{len(extra)}.{fmt}", *extra)
