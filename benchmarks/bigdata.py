@@ -13,7 +13,7 @@ import sys
 import time
 import warnings
 
-from .common import crests, figure, log, ratio
+from .common import crests, figure, log, paired, ratio
 
 SIDE = 256  # px, RGBA: 256 KB per image, so 8,200 images make a 2 GB cache
 
@@ -57,16 +57,19 @@ def bench(quick: bool) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 1))}
     log(f"bigdata: first open of {per_class * 10} images at {SIDE}px (decoded into the cache once)")
     _run(folder, True, env)  # fills the cache; the figures below all read it
-    mapped, loaded = _run(folder, True, env), _run(folder, False, env)
+    pairs = [(_run(folder, True, env), _run(folder, False, env)) for _ in range(1 if quick else 3)]  # interleaved
+    mapped, loaded = max((p[0] for p in pairs), key=lambda r: r["peak_growth"]), pairs[0][1]
+    speed = paired([m["images_per_second"] for m, _ in pairs], [r["images_per_second"] for _, r in pairs])
     gb = mapped["cache_bytes"] / 2**30
     how = (f"{mapped['n']:,} crests at {SIDE}px RGBA, a {gb:.2f} GB cache; one epoch of the cnn (64 px) in a fresh "
-           "process each (all of fit timed), mapped then loaded; peak growth = VmHWM minus RSS after imports")
+           f"process each (all of fit timed), mapped and loaded alternately, {len(pairs)} round(s): throughput the "
+           "median of the paired ratios, memory the largest mapped peak; peak growth = VmHWM minus RSS after imports")
     return {"bigdata_memory": figure("mapped cache: peak memory growth", mapped["peak_growth"] / 2**30, "GB",
                                      gb, "GB (cache size)", ratio(mapped["peak_growth"] / 2**30, 0.5), "<=", 1.0,
                                      how + "; goal: under 0.5 GB", loaded_growth=loaded["peak_growth"] / 2**30),
             "bigdata_throughput": figure("mapped cache: training throughput", mapped["images_per_second"],
                                          "images/s", loaded["images_per_second"], "images/s (in memory)",
-                                         ratio(mapped["images_per_second"], loaded["images_per_second"]), ">=", 0.8,
+                                         speed, ">=", 0.8,
                                          how)}
 
 
