@@ -102,7 +102,9 @@ def create(path, shape: tuple) -> np.memmap:
 
 
 def load(path, mapped: bool):
-    """A cached .npy: mapped read-only, or read into memory."""
+    """A cached .npy: mapped read-only (and the allocator told to give big blocks back), or read into memory."""
+    if mapped:
+        bound_allocator()
     return np.load(path, mmap_mode="r" if mapped else None, allow_pickle=False)
 
 
@@ -121,3 +123,14 @@ def first_rows(a: np.ndarray, path) -> Path:
     del out
     path.unlink(missing_ok=True)
     return new
+
+
+def bound_allocator(threshold: int = 1 << 20) -> None:
+    """Return large freed blocks to the system at once (glibc: a fixed mmap threshold instead of its dynamic one,
+    which after the first big batch keeps up to 32 MB blocks in the heap), so a mapped dataset's batch-sized
+    temporaries do not pile up as resident memory. A no-op off glibc."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").mallopt(-3, int(threshold))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
