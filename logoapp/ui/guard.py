@@ -152,7 +152,7 @@ class Guard:
                 pass  # not JSON after all: the route answers that itself
         if _LOGIN.match(path) and self.login:
             return await self._login(scope, body, send)
-        return await self.app(scope, _replay(body), send)
+        return await self.app(scope, replay(body), send)
 
     async def _classify(self, scope, receive, send):
         """POST /api/classify: the same login as every route, a body of at most one image (and the upload cap)."""
@@ -179,7 +179,7 @@ class Guard:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
             await send(message)
-        await self.app(scope, _replay(body), watch)
+        await self.app(scope, replay(body), watch)
         if "code" in status:
             self.logins.record(addr, status["code"] < 300)
 
@@ -220,7 +220,8 @@ def _logged_in(scope) -> bool:
                for k in (f"access-token-{cid}", f"access-token-unsecure-{cid}"))
 
 
-def _replay(body: bytes):
+def replay(body: bytes):
+    """An ASGI receive() that hands over a body already read, once (then a disconnect)."""
     sent = False
 
     async def receive():

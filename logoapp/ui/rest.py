@@ -39,13 +39,15 @@ async def serve(scope, receive_body, send, classify: Classifier, reply) -> None:
     """Answer one POST /api/classify: receive_body() -> the whole (capped) body; reply(send, status, message)."""
     import anyio
     from starlette.requests import Request
+
+    from .guard import replay
     headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
     ctype = headers.get("content-type", "")
     body = await receive_body()
     if body is None:
         return None
     if ctype.startswith("multipart/form-data"):
-        data = await _first_file(Request(scope, _once(body)))
+        data = await _first_file(Request(scope, replay(body)))
         if data is None:
             return await reply(send, 400, "send the image as a multipart file field (e.g. curl -F file=@crest.png)")
     else:
@@ -79,18 +81,6 @@ async def _first_file(request) -> bytes | None:
 def _query(scope) -> dict:
     from urllib.parse import parse_qs
     return {k: v[0] for k, v in parse_qs((scope.get("query_string") or b"").decode("latin-1")).items()}
-
-
-def _once(body: bytes):
-    sent = False
-
-    async def receive():
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return {"type": "http.disconnect"}
-    return receive
 
 
 def for_app(reg, ctx) -> Classifier:
