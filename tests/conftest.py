@@ -72,3 +72,12 @@ def trained(tmp_path_factory):
     ds = open_dataset(data, size=32, cache=False)
     fit(ds, TrainConfig("linear", epochs=2, bs=16), out=root / "model")
     return root / "model", data
+
+
+@pytest.fixture
+def files_count_as_uploads(monkeypatch):
+    """Handlers open only files Gradio wrote into its upload folder (tests/test_hardening.py checks the refusals);
+    for handler tests without a server, the test's own files, and the app's export zips, play the uploads.
+    Use it with `pytestmark = pytest.mark.usefixtures("files_count_as_uploads")`."""
+    import tempfile
+    monkeypatch.setenv("GRADIO_TEMP_DIR", tempfile.gettempdir())

@@ -6,6 +6,7 @@ import os
 import re
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -39,23 +40,35 @@ except ImportError:  # pragma: no cover - reported by the fixture below
     sync_playwright = None
 
 
+@contextmanager
+def open_page(server, outside: list | None = None):
+    """Chromium on the app's page, ready (its tabs drawn); pg.errors collects page errors, and `outside` (when
+    given) every request for anything but the app itself."""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            pg = browser.new_page(viewport={"width": 1280, "height": 900})
+            if outside is not None:
+                pg.on("request", lambda r: outside.append(r.url)
+                      if not r.url.startswith((server.url, "data:", "blob:")) else None)
+            errors = []
+            pg.on("pageerror", lambda e: errors.append(str(e)))
+            pg.goto(server.url)
+            pg.wait_for_selector("#tabs", timeout=60_000)
+            pg.errors, pg.server = errors, server
+            yield pg
+        finally:
+            browser.close()
+
+
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     _need("the playwright Python package", sync_playwright is not None)
     _need(CHROMIUM, Path(CHROMIUM).is_file())
-    with app_server(models=tmp_path_factory.mktemp("models")) as server, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1280, "height": 900})
-        outside = []
-        pg.on("request",
-              lambda r: outside.append(r.url) if not r.url.startswith((server.url, "data:", "blob:")) else None)
-        errors = []
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.goto(server.url)
-        pg.wait_for_selector("#tabs", timeout=60_000)
-        pg.outside, pg.errors = outside, errors
+    outside = []
+    with app_server(models=tmp_path_factory.mktemp("models")) as server, open_page(server, outside) as pg:
+        pg.outside = outside
         yield pg
-        browser.close()
 
 
 def tab(pg, name: str) -> None:

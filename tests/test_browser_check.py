@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from app_server import app_server
-from test_browser import ARGS, CHROMIUM, _need, idle, shot, sync_playwright
+from test_browser import CHROMIUM, _need, idle, open_page, shot, sync_playwright
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CLUBS = ("ashford-athletic", "redbridge-rovers", "kingsport-united")
@@ -37,11 +37,7 @@ def test_relabel_and_undo_in_the_browser(planted, tmp_path):
     _need("the playwright Python package", sync_playwright is not None)
     _need(CHROMIUM, Path(CHROMIUM).is_file())
     root, moved = planted
-    with app_server("--data", str(root), models=tmp_path / "models") as server, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1280, "height": 900})
-        pg.goto(server.url)
-        pg.wait_for_selector("#tabs", timeout=60_000)
+    with app_server("--data", str(root), models=tmp_path / "models") as server, open_page(server) as pg:
         pg.get_by_role("tab", name="Check data").click()
         pg.locator("#check-btn").click()
         expect(pg.locator("#check-summary")).to_contain_text("images checked", timeout=180_000)
@@ -64,4 +60,3 @@ def test_relabel_and_undo_in_the_browser(planted, tmp_path):
         expect(pg.locator("#check-log")).to_contain_text("No changes logged", timeout=60_000)
         idle(pg)
         assert src.is_file() and not (root / ".logoapp-changes.jsonl").exists()
-        browser.close()

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from app_server import app_server
-from test_browser import ARGS, CHROMIUM, SHOTS, idle, set_number, shot, tab
+from test_browser import CHROMIUM, SHOTS, idle, open_page, set_number, shot, tab
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -76,16 +76,8 @@ def setup(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(setup):
-    with app_server(models=setup["models"]) as server, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1280, "height": 900})
-        errors = []
-        pg.on("pageerror", lambda e: errors.append(str(e)))
-        pg.goto(server.url)
-        pg.wait_for_selector("#tabs", timeout=60_000)
-        pg.errors, pg.server = errors, server
+    with app_server(models=setup["models"]) as server, open_page(server) as pg:
         yield pg
-        browser.close()
 
 
 def fix_shot(pg, name: str) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from dataclasses import replace
 from types import SimpleNamespace
@@ -33,9 +32,7 @@ def snapshot(root: Path) -> dict:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.fixture(autouse=True)
-def _files_count_as_uploads(monkeypatch):
-    monkeypatch.setenv("GRADIO_TEMP_DIR", tempfile.gettempdir())
+pytestmark = pytest.mark.usefixtures("files_count_as_uploads")  # conftest.py
 
 
 @pytest.fixture

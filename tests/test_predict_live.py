@@ -1,7 +1,6 @@
 """The Predict tab's export formats and live webcam, as plain handler calls (no server), and the webcam throttle."""
 from __future__ import annotations
 
-import tempfile
 
 import gradio as gr
 import numpy as np
@@ -18,9 +17,7 @@ from logoapp.ui.wiring import Ui
 L1 = BASE + "l1"
 
 
-@pytest.fixture(autouse=True)
-def _files_count_as_uploads(monkeypatch):
-    monkeypatch.setenv("GRADIO_TEMP_DIR", tempfile.gettempdir())
+pytestmark = pytest.mark.usefixtures("files_count_as_uploads")  # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -25,9 +25,7 @@ def quiet(*args, **kwargs):
     """A progress callback that reports nothing."""
 
 
-@pytest.fixture(autouse=True)
-def _files_count_as_uploads(monkeypatch):
-    monkeypatch.setenv("GRADIO_TEMP_DIR", tempfile.gettempdir())
+pytestmark = pytest.mark.usefixtures("files_count_as_uploads")  # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -25,11 +25,7 @@ def quiet(*args, **kwargs):
     """A progress callback that reports nothing."""
 
 
-@pytest.fixture(autouse=True)
-def _files_count_as_uploads(monkeypatch):
-    """Handlers open only files Gradio wrote into its upload folder (tests/test_hardening.py checks the refusals);
-    here the test's own files, and the app's export zips, play the uploads."""
-    monkeypatch.setenv("GRADIO_TEMP_DIR", tempfile.gettempdir())
+pytestmark = pytest.mark.usefixtures("files_count_as_uploads")  # conftest.py
 
 
 @pytest.fixture(scope="module")
