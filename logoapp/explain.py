@@ -142,7 +142,7 @@ def gradcam(model: nn.Module, meta: dict, image, target=None, layer: nn.Module |
         with torch.inference_mode(False), torch.enable_grad():
             logits = model.eval()(_input(model, x))[0]
             t = resolve_target(target, meta["vocab"], logits)
-            a = acts[-1]
+            a = acts[0]  # the first pass: a model with test-time flips runs the mirror image second
             (g,) = torch.autograd.grad(logits[t], a)
     finally:
         handle.remove()
@@ -196,15 +196,15 @@ def pixel_map(model: nn.Module, meta: dict, image, target=None) -> Explanation:
     return _result(meta, x, dr - dt, logits, t, METHODS["pixel"], extra)
 
 
-BY_ARCH = {"cnn": gradcam, "resnet18": gradcam, "resnet34": gradcam, "mobilenet": gradcam, "features": gradcam,
-           "linear": linear_map, "mlp": mlp_map,
-           "pixel": pixel_map}
+BY_ARCH = {"linear": linear_map, "mlp": mlp_map, "pixel": pixel_map}  # every other rung: Grad-CAM (convolutional)
 
 
 def explain(model: nn.Module, meta: dict, image, target=None) -> Explanation:
     """The explanation for model's answer on image (a path, bytes, PIL image or array, loaded as prediction loads
     it), for the predicted class or target (a class name or index)."""
-    fn = BY_ARCH.get(meta.get("arch"))
+    from .models import RUNGS
+    arch = meta.get("arch")
+    fn = BY_ARCH.get(arch) or (gradcam if arch in RUNGS else None)
     if fn is None:
         raise ValueError(f"no explanation method for a {meta.get('arch')!r} model")
     return fn(model, meta, image, target)

@@ -4,7 +4,6 @@ Adding a rung is one `register(Rung(...))` and its builder; training, evaluation
 CLI and the app read everything else about it from the record."""
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ondisk
+from .augment import Augment, crop, default_aug  # noqa: F401  (part of this module's interface)
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -35,6 +35,9 @@ class Rung:
     weights: str | None = None   # ImageNet backbone it starts from (weights.BACKBONES), fetched on first use
     head_only: bool = False      # the backbone stays frozen: its pooled features are cached, only the head trains
     upsample: bool = False       # input at the rung's size even above the data's (ImageNet filters want that scale)
+    bs: int = 64                 # default batch size
+    aug: dict | None = None      # changes to default_aug's augmentation (cnn-wide: flips and crops only)
+    recipe: Callable | None = None  # TrainConfig -> changes to the optimizer, loss, callbacks and one-cycle (wide.py)
 
     @property
     def trainable(self) -> bool:
@@ -106,42 +109,6 @@ class Prep(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(self.resize(x))
-
-
-class Augment(nn.Module):
-    """Batch-level augmentation on the device, active only in training mode: flip, rotate, zoom, shear, lighting."""
-
-    def __init__(self, rotate: float = 180.0, flip: bool = True, zoom: float = 0.15, shear: float = 0.1,
-                 lighting: float = 0.2, enabled: bool = True):
-        super().__init__()
-        self.rotate, self.flip, self.zoom, self.shear = rotate, flip, zoom, shear
-        self.lighting, self.enabled = lighting, enabled
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: float (N, C, H, W) in [0, 1]."""
-        if not (self.training and self.enabled):
-            return x
-        n, dev = x.shape[0], x.device
-
-        def u(lo, hi):
-            return torch.empty(n, device=dev).uniform_(lo, hi)
-
-        a = u(-1, 1) * math.radians(self.rotate)
-        s = torch.exp(u(-1, 1) * math.log(1 + self.zoom))
-        sh = u(-self.shear, self.shear)
-        fx = torch.where(torch.rand(n, device=dev) < 0.5, -1.0, 1.0) if self.flip else torch.ones(n, device=dev)
-        cos, sin = torch.cos(a) / s, torch.sin(a) / s
-        theta = torch.stack([torch.stack([cos * fx, -sin + sh, u(-0.08, 0.08)], 1),
-                             torch.stack([sin * fx, cos, u(-0.08, 0.08)], 1)], 1)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros" if x.shape[1] == 4 else "reflection",
-                          align_corners=False)
-        if self.lighting:
-            b = u(-self.lighting, self.lighting).view(n, 1, 1, 1) / 2
-            c = torch.exp(u(-1, 1) * math.log(1 + self.lighting)).view(n, 1, 1, 1)
-            rgb = ((x[:, :3] - 0.5) * c + 0.5 + b).clamp_(0, 1)
-            x = torch.cat([rgb, x[:, 3:]], 1)
-        return x
 
 
 class Net(nn.Module):
@@ -273,6 +240,7 @@ register(Rung("linear", "linear: one weight per pixel and class on the flattened
 register(Rung("mlp", "small neural net: linear - ReLU - linear, the book's simple net", mlp, epochs=6, lr=1e-3))
 register(Rung("cnn", "small CNN: batch-normed conv blocks and global pooling, fast on a CPU (the default)", cnn,
               epochs=5, lr=5e-3, size=64, augment=True, channels_last=True))
+from . import wide  # noqa: E402,F401  (registers cnn-wide next: it builds on this module's Rung)
 register(Rung("features", "features: MobileNetV3's ImageNet features computed once per image, then a linear head "
               "that trains in seconds (Teachable-Machine style; the best start for photos on a CPU)",
               features_builder("mobilenet_v3_large"), epochs=10, lr=3e-3, size=128, weights="mobilenet_v3_large",
@@ -371,12 +339,6 @@ def resize_images(images: np.ndarray, size: int, idx: np.ndarray, bs: int = 512)
 
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def default_aug(channels: int, enabled: bool = True) -> dict:
-    """Crests and logos (with alpha) turn up at any angle; photos rarely do."""
-    return dict(rotate=180.0 if channels == 4 else 15.0, flip=True, zoom=0.15, shear=0.1, lighting=0.2,
-                enabled=enabled)
 
 
 def device() -> torch.device:

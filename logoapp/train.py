@@ -35,7 +35,7 @@ class TrainConfig:
     model: str = M.DEFAULT_MODEL
     epochs: int | None = None     # None: the rung's default (models.Rung)
     lr: float | None = None
-    bs: int = 64
+    bs: int | None = None         # None: the rung's default (64; cnn-wide 512)
     size: int | None = None       # model input size; None: the rung's default, at most the data's (models.default_size)
     aug: bool | None = None       # None: the rung's default (on for image models, off for linear/mlp)
     seed: int = 42
@@ -46,8 +46,9 @@ class TrainConfig:
         """Fill the rung's defaults in; with ds, the epochs and input size suggested for that data
         (models.suggested: photos get a larger input and, in small sets, more epochs)."""
         r = M.get(self.model)
-        s = M.suggested(self.model, ds.size, ds.channels, len(ds.idx("train")), self.bs) if ds is not None else {}
-        return TrainConfig(self.model, self.epochs or s.get("epochs") or r.epochs, self.lr or r.lr, self.bs,
+        bs = self.bs or r.bs
+        s = M.suggested(self.model, ds.size, ds.channels, len(ds.idx("train")), bs) if ds is not None else {}
+        return TrainConfig(self.model, self.epochs or s.get("epochs") or r.epochs, self.lr or r.lr, bs,
                            self.size or s.get("size"), r.augment if self.aug is None else self.aug, self.seed,
                            self.wd, self.pretrained)
 
@@ -221,7 +222,7 @@ def make_learner(ds, cfg: TrainConfig, dev=None, cbs=(), weights: Path | None = 
     rung = M.get(cfg.model)
     # ImageNet backbones get ImageNet's normalisation (build picks it), trained from its weights or not
     mean, std = (None, None) if rung.weights else channel_stats(ds, seed=cfg.seed)
-    aug = M.default_aug(ds.channels, enabled=cfg.aug and not rung.head_only)
+    aug = {**M.default_aug(ds.channels, enabled=cfg.aug and not rung.head_only), **(rung.aug or {})}
     model, info = M.build(cfg.model, ds.channels, ds.c, ds.size, cfg.size, mean, std, aug,
                           pretrained=False, weights=weights)
     mean, std = model.prep.mean.flatten().tolist(), model.prep.std.flatten().tolist()
@@ -237,8 +238,13 @@ def make_learner(ds, cfg: TrainConfig, dev=None, cbs=(), weights: Path | None = 
         learn = head_learner(ds, cfg, model, info, dev, cbs)
     else:
         extra = {"splitter": rung.groups} if rung.groups else {}  # parameter groups: fine_tune freezes the body
+        rec = rung.recipe(cfg) if rung.recipe else {}  # a rung's own optimizer, loss and schedule (wide.py)
+        if "opt_func" in rec:
+            extra["opt_func"] = rec["opt_func"]
         learn = Learner(dataloaders(ds, cfg.bs, cfg.seed, dev, info["size"]), model,
-                        loss_func=nn.CrossEntropyLoss(), metrics=accuracy, wd=cfg.wd, cbs=list(cbs), **extra)
+                        loss_func=rec.get("loss_func") or nn.CrossEntropyLoss(), metrics=accuracy,
+                        wd=rec.get("wd", cfg.wd), cbs=list(cbs) + rec.get("cbs", []), **extra)
+        info["one_cycle"] = rec.get("one_cycle", {})
     learn.logger = lambda *a, **k: None
     from fastai.callback.progress import ProgressCallback
     if ProgressCallback in [type(c) for c in learn.cbs]:
@@ -289,7 +295,7 @@ def fit(ds, cfg: TrainConfig, emit: Callable[[Event], None] = lambda e: None, st
         if tune:  # fastai's fine_tune: the head alone for an epoch, then all with discriminative learning rates
             learn.fine_tune(cfg.epochs, cfg.lr)
         else:
-            learn.fit_one_cycle(cfg.epochs, cfg.lr)
+            learn.fit_one_cycle(cfg.epochs, **{"lr_max": cfg.lr, **info.get("one_cycle", {})})
     seconds = time.perf_counter() - t0
     if learn.dls.device.type == "cuda":
         learn.to_fp32()

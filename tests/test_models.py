@@ -30,7 +30,8 @@ def toy():
 
 
 def test_the_ladder_in_order():
-    assert M.names() == ["pixel", "linear", "mlp", "cnn", "features", "resnet18", "resnet34", "mobilenet"]
+    assert M.names() == ["pixel", "linear", "mlp", "cnn", "cnn-wide", "cnn-wide-s", "features", "resnet18", "resnet34",
+                         "mobilenet"]
     assert M.trainable() == M.names()[1:] and M.DEFAULT_MODEL in M.trainable()
     assert not M.get("pixel").trainable and M.get("cnn").augment and not M.get("linear").augment
     assert M.get("resnet18").weights and M.get("resnet18").groups and not M.get("cnn").groups

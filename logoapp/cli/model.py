@@ -173,7 +173,8 @@ def add(sub):
                    help="epochs (default: per model; RGB photos trained from scratch get more in small sets)")
     s.add_argument("--lr", type=float, default=None,
                    help="peak learning rate of the one-cycle schedule (default: per model)")
-    s.add_argument("--bs", type=int, default=64, help="batch size (default 64)")
+    s.add_argument("--bs", type=int, default=None, help="batch size (default: per model, 64; cnn-wide 512, whose "
+                   "learning rate is per 512 images and follows the batch size)")
     s.add_argument("--no-aug", action="store_true", help="turn augmentation off")
     s.add_argument("--no-pretrained", action="store_true",
                    help="train a backbone rung (resnet18, resnet34, mobilenet) from random init, not ImageNet weights")
