@@ -19,9 +19,10 @@ from . import models as M
 from .events import Batch, Done, Epoch, Error, Event, Start
 
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
-import fastai.callback.fp16  # noqa: E402,F401  (patches Learner.to_fp16)
+import fastai.callback.fp16  # noqa: E402,F401  (patches Learner.to_fp32)
 import fastai.callback.schedule  # noqa: E402,F401  (patches fit_one_cycle, fine_tune, lr_find)
 from fastai.callback.core import Callback, CancelFitException  # noqa: E402
+from fastai.callback.fp16 import AMPMode, MixedPrecision  # noqa: E402
 from fastai.data.core import DataLoaders  # noqa: E402
 from fastai.learner import Learner  # noqa: E402
 from fastai.metrics import accuracy  # noqa: E402
@@ -73,7 +74,7 @@ class TensorLoader:
     """Batches straight from the uint8 cache: one gather per batch, no per-item Python, no decoding."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, idx: np.ndarray, bs: int, shuffle: bool = False,
-                 seed: int = 0, drop_last: bool = False, device=None):
+                 seed: int = 0, drop_last: bool = False, device=None, resident: bool | None = None):
         with warnings.catch_warnings():  # a memory-mapped cache is read-only: nothing here writes to it
             warnings.simplefilter("ignore", UserWarning)
             self.x, self.y = torch.from_numpy(images), torch.from_numpy(np.asarray(labels, np.int64))
@@ -83,7 +84,9 @@ class TensorLoader:
         self.sharded = shuffle and distrib.active()  # training under torchrun: this process's slice of each epoch
         self.gen = torch.Generator().manual_seed(seed)
         self.device = torch.device(device or "cpu")
-        if self.device.type == "cuda" and self.x.nbytes < 2**31:  # the whole uint8 set fits: gather on the GPU
+        if resident is None:  # on a GPU the whole uint8 set goes there when it fits: batches are gathered there
+            resident = self.device.type == "cuda" and self.x.nbytes < 2**31
+        if resident:
             self.x, self.y = self.x.to(self.device), self.y.to(self.device)
         self.dataset = self.idx  # fastai looks for .dataset; its length is the item count
 
@@ -213,6 +216,24 @@ class Events(Callback):
         self.emit(e)
 
 
+def mixed_precision(dev: torch.device) -> bool:
+    """Float16 autocast with a gradient scaler: on GPUs (CPUs lack fast float16; cnn-wide uses bfloat16 there)."""
+    return dev.type == "cuda"
+
+
+class Mixed(MixedPrecision):
+    """fastai's mixed precision on the data's device: its own callback hard-codes CUDA, this one takes the device
+    type from the DataLoaders, so the GPU path's logic (autocast, scaled gradients, skipped steps) also runs on a
+    CPU in the tests."""
+
+    def before_fit(self):
+        dtype = torch.float16 if self.amp_mode == AMPMode.FP16 else torch.bfloat16
+        self.kwargs["enabled"] = dtype == torch.float16  # bfloat16 has float32's range: no scaler needed
+        dev = torch.device(self.dls.device or "cpu").type
+        self.autocast = torch.autocast(dev, dtype=dtype)
+        self.learn.scaler, self.scales = torch.amp.GradScaler(dev, **self.kwargs), []
+
+
 def make_learner(ds, cfg: TrainConfig, dev=None, cbs=(), weights: Path | None = None) -> tuple[Learner, dict]:
     """A fastai Learner for cfg.model on ds, with the prep (normalisation, size) and augmentation inside the model.
     weights: the backbone's ImageNet file (backbone_weights); for a features rung the Learner trains the head only
@@ -249,8 +270,8 @@ def make_learner(ds, cfg: TrainConfig, dev=None, cbs=(), weights: Path | None = 
     from fastai.callback.progress import ProgressCallback
     if ProgressCallback in [type(c) for c in learn.cbs]:
         learn.remove_cb(ProgressCallback)
-    if dev.type == "cuda":
-        learn.to_fp16()
+    if mixed_precision(dev):
+        learn.add_cb(Mixed())
     info.update(mean=mean, std=std, aug=aug, device=str(dev))
     return learn, info
 
@@ -297,8 +318,7 @@ def fit(ds, cfg: TrainConfig, emit: Callable[[Event], None] = lambda e: None, st
         else:
             learn.fit_one_cycle(cfg.epochs, **{"lr_max": cfg.lr, **info.get("one_cycle", {})})
     seconds = time.perf_counter() - t0
-    if learn.dls.device.type == "cuda":
-        learn.to_fp32()
+    learn.to_fp32()  # drops the mixed-precision callback, if any
     model = info.get("net", learn.model).eval().to("cpu").to(memory_format=torch.contiguous_format)
     res = evaluate(model, ds, "valid")
     history = [e.history() for e in ev.epochs]
