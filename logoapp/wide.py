@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import functools
 
-import numpy as np
 import torch
-from fastai.callback.core import Callback
-from fastai.optimizer import OptimWrapper
 from torch import nn
 
 from .models import Rung, register
@@ -122,70 +119,14 @@ def groups(net: nn.Module) -> list[list[nn.Parameter]]:
     return [bn, [p for p in net.parameters() if id(p) not in ids]]
 
 
-def _body(model: nn.Module) -> WideCNN:
-    model = getattr(model, "module", model)  # unwrapped from DistributedDataParallel
-    return model.body
-
-
-class Recipe(Callback):
-    """Fits the whitening stem before the first fit, trains its bias for WHITEN_BIAS_EPOCHS epochs only, and
-    averages the weights with a lookahead copy every LOOKAHEAD_EVERY steps (the model ends as the average). The
-    validation after each epoch runs without test-time flips (half the cost; the final evaluation has them)."""
-    order = 5
-
-    def __init__(self, sample: int = 5000):
-        self.sample, self.whitened = sample, False
-
-    def before_fit(self):
-        net, body = getattr(self.learn.model, "module", self.learn.model), _body(self.learn.model)
-        if not self.whitened:
-            dl = self.learn.dls.train
-            idx = dl.idx[:self.sample].to(dl.x.device)
-            with torch.no_grad():
-                body.fit_whitening(net.prep(dl.x[idx].to(body[0].weight.device)))
-            self.whitened = True
-        self.step, self.total = 0, max(1, self.n_epoch * len(self.learn.dls.train))
-        self.ema = {k: v.detach().clone() for k, v in net.state_dict().items() if v.is_floating_point()}
-
-    def before_epoch(self):
-        _body(self.learn.model)[0].bias.requires_grad_(self.epoch < WHITEN_BIAS_EPOCHS)
-
-    def before_validate(self):
-        _body(self.learn.model).quick = True
-
-    def after_validate(self):
-        _body(self.learn.model).quick = False
-
-    def after_step(self):
-        self.step += 1
-        if self.step % LOOKAHEAD_EVERY == 0:
-            self._average(0.95 ** 5 * (self.step / self.total) ** 3)
-
-    def after_fit(self):
-        _body(self.learn.model).quick = False
-        self._average(1.0)
-
-    @torch.no_grad()
-    def _average(self, decay: float) -> None:
-        net = getattr(self.learn.model, "module", self.learn.model)
-        for k, v in net.state_dict().items():
-            if k in self.ema:
-                self.ema[k].lerp_(v, 1 - decay)
-                v.copy_(self.ema[k])
-
-
 AUG = {"rotate": 0.0, "zoom": 0.0, "shear": 0.0, "lighting": 0.0, "crop": 2}  # flips and 2-pixel crops only
 
 
 def recipe(cfg) -> dict:
-    """What make_learner and fit use instead of their defaults (Adam, cross-entropy, fit_one_cycle's shape)."""
-    lr = cfg.lr * cfg.bs / BS  # the rung's rate is for BS images: per example, as airbench counts it
-    return {"opt_func": functools.partial(OptimWrapper, opt=functools.partial(
-                torch.optim.SGD, momentum=MOMENTUM, nesterov=True)),
-            "loss_func": nn.CrossEntropyLoss(label_smoothing=LABEL_SMOOTHING),
-            "wd": [WD / BIAS_LR, WD], "cbs": [Recipe()],
-            "one_cycle": {"lr_max": np.array([lr * BIAS_LR, lr]), "div": 5.0, "pct_start": 0.23,
-                          "moms": (MOMENTUM, MOMENTUM, MOMENTUM)}}
+    """What make_learner and fit use instead of their defaults (logoapp.recipes.airbench; fastai is imported there,
+    on the first training run, not when the rungs are registered)."""
+    from .recipes import airbench
+    return airbench(cfg)
 
 
 register(Rung("cnn-wide", "wide CNN for photos (airbench recipe): whitened patch stem, three conv-pool groups "

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from conftest import make_folder
 from logoapp import models as M
-from logoapp import store, wide
+from logoapp import recipes, store, wide
 from logoapp import train as T
 from logoapp.data import open_dataset
 from logoapp.predict import Predictor
@@ -103,10 +103,10 @@ def test_cnn_wide_learns_saves_and_predicts(ds, tmp_path):
 
 
 def test_recipe_scales_the_rate_with_the_batch_and_averages_weights(ds):
-    r = wide.recipe(TrainConfig("cnn-wide", bs=wide.BS // 4, lr=1.0))
+    r = recipes.airbench(TrainConfig("cnn-wide", bs=wide.BS // 4, lr=1.0))
     assert np.allclose(r["one_cycle"]["lr_max"], [wide.BIAS_LR / 4, 1 / 4])
     learn, info = T.make_learner(ds, TrainConfig("cnn-wide", epochs=1, bs=16).resolved(ds))
-    cb = next(c for c in learn.cbs if isinstance(c, wide.Recipe))
+    cb = next(c for c in learn.cbs if isinstance(c, recipes.Recipe))
     learn.create_opt()
     groups = learn.opt.param_lists
     assert len(groups) == 2 and all(p.ndim == 1 for p in groups[0])  # batch-norm biases (and frozen scales) first
