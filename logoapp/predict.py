@@ -63,6 +63,8 @@ class FlatNet(torch.nn.Module):
 def _flat(module: torch.nn.Module) -> list:
     """module's eval-mode forward as a list of callables; reads weights at call time, so device moves still work."""
     nn = torch.nn
+    if hasattr(module, "embed") and hasattr(module, "classify"):  # a body with its own eval-time passes (cnn-wide)
+        return [module.embed, module.classify]
     if isinstance(module, nn.Sequential):
         return [f for child in module for f in _flat(child)]
     if isinstance(module, (nn.Identity, nn.Dropout)):

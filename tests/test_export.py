@@ -163,7 +163,7 @@ def readme_snippet() -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["pixel", "linear", "mlp", "cnn", "resnet18", "resnet34"])
+@pytest.mark.parametrize("arch", ["pixel", "linear", "mlp", "cnn", "cnn-wide-s", "resnet18", "resnet34"])
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_every_rung_exports_in_both_formats(tmp_path_factory, arch, fmt, capsys):
     """Every rung of the ladder (resnets from random init) exports and passes its check on data and on probes."""

@@ -30,16 +30,22 @@ def test_whitening_stem_decorrelates_patches():
     assert not net[0].weight.requires_grad and mix.shape == (12, 12)
 
 
-def test_eval_answers_the_mean_of_image_and_mirror():
+def test_eval_answers_the_mean_over_mirror_images_and_moves():
     torch.manual_seed(0)
     net = wide.WideCNN(4, 3).eval()
     x = torch.randn(2, 4, 32, 32)
     with torch.no_grad():
-        a, b = net(x), net(x.flip(-1))
+        out = net(x)
+        one = lambda z: net.classify(net.trunk(z))  # noqa: E731
+        both = lambda z: (one(z) + one(z.flip(-1))) / 2  # noqa: E731
+        p = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        want = both(x) / 2 + both(p[..., :32, :32]) / 4 + both(p[..., 2:, 2:]) / 4
+        net.quick = True
+        quick = net(x)
         plain = torch.nn.Sequential.forward(net, x)
-        mirror = torch.nn.Sequential.forward(net, x.flip(-1))
-    assert torch.allclose(a, b, atol=1e-5)  # mirror-invariant answers
-    assert torch.allclose(a, (plain + mirror) / 2, atol=1e-5)
+    assert torch.allclose(out, want, atol=1e-5)
+    assert torch.allclose(plain, one(x), atol=1e-5)
+    assert not torch.allclose(out, one(x), atol=1e-3) and quick.shape == out.shape
 
 
 def test_training_forward_runs_under_bfloat16_where_the_cpu_has_it(monkeypatch):
@@ -100,6 +106,14 @@ def test_cnn_wide_learns_saves_and_predicts(ds, tmp_path):
     r = p.predict(img)
     assert next(iter(r)) == ds.vocab[ds.labels[ds.idx("valid")[0]]]
     assert abs(sum(r.values()) - 1) < 1e-4
+    # the prediction copy (FlatNet, batch norms folded) answers as the model does, test-time passes included, and
+    # the unknown-input test works on the pooled features, not on the logits
+    model, meta = store.load(tmp_path / "m")
+    x = ds.images[ds.idx("valid")]
+    with torch.no_grad():
+        want = torch.softmax(model(torch.from_numpy(x)) / meta["temperature"], 1).numpy()
+    assert np.abs(p.probs(x) - want).max() < 1e-4
+    assert meta["unknown"]["method"] != "knn" or meta["unknown"]["dim"] == wide.WIDTHS[-1]
 
 
 def test_recipe_scales_the_rate_with_the_batch_and_averages_weights(ds):
