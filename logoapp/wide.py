@@ -153,7 +153,7 @@ def recipe(cfg) -> dict:
 
 
 register(Rung("cnn-wide", "wide CNN for photos (airbench recipe): whitened patch stem, three conv-pool groups "
-              "64-256-256, tuned SGD, test-time flips; the most accurate from-scratch rung, bfloat16 on CPUs "
+              "64-256-256, tuned SGD, test-time flips and moves; the most accurate from-scratch rung, bfloat16 on CPUs "
               "that have it", build, epochs=10, lr=LR_PER_EXAMPLE * BS, size=64, augment=True, channels_last=True,
               groups=groups, bs=BS, aug=AUG, recipe=recipe))
 register(Rung("cnn-wide-s", "cnn-wide at half the width (32-128-128): about 2.5x the speed, a few points less",

@@ -161,8 +161,9 @@ def cmd_explain(args):
 def add(sub):
     """Register this module's commands."""
     from .. import models as M
+    w = max(map(len, M.trainable()))
     s = sub.add_parser("train", help="train a model and save it", formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="models:\n" + "\n".join(f"  {k:<9} {M.describe(k)}" for k in M.trainable())
+                       epilog="models:\n" + "\n".join(f"  {k:<{w}} {M.describe(k)}" for k in M.trainable())
                        + "\n\nbackbone rungs fetch torchvision's ImageNet weights into torch's hub cache on first use "
                          "(see logoapp weights); --offline forbids it, --no-pretrained trains from random init")
     data_args(s, size="image size for loading and for the model (default: load at the images' own size, at most 140; "
