@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -80,6 +81,26 @@ def throughput(ds, bs: int, rounds: int) -> dict:
         ratio_of_totals=ratio(sum(bare), sum(ours)))
 
 
+# What the built-in set is built to show with every rung at its defaults: each rung earns its place (issue 16)
+RANGES = {"pixel": (0.55, 0.75), "linear": (0.70, 0.88), "cnn": (0.97, 1.0), "pair": (0.70, 0.92)}
+MLP_OVER_LINEAR = 0.03
+
+
+def pair_baseline(ds) -> float | None:
+    """Pixel baseline on the look-alike red pair alone (the first two built-in clubs), on ds's own split."""
+    from logoapp.synth import class_names
+    if not set(class_names(2)) <= set(ds.vocab):
+        return None
+    ks = [ds.vocab.index(c) for c in class_names(2)]
+    keep = lambda idx: idx[np.isin(ds.labels[idx], ks)]  # noqa: E731
+    tr, va = keep(ds.idx("train")), keep(ds.idx("valid"))
+    remap = np.full(ds.c, -1)
+    remap[ks] = [0, 1]
+    model = ideal.PixelSimilarity(ideal.class_means(ds.images[tr], remap[ds.labels[tr]], 2))
+    preds, _ = ideal.predict_idx(model, ds.images[va])
+    return float((preds.numpy() == remap[ds.labels[va]]).mean())
+
+
 def pretrained_rungs(quick: bool) -> list[str]:
     """The ImageNet rungs whose weights are on disk, in full mode (the benchmarks never download; quick mode keeps
     to the from-scratch ladder, so its figures do not depend on what a machine has cached)."""
@@ -90,7 +111,8 @@ def pretrained_rungs(quick: bool) -> list[str]:
 def ladder(ds, quick: bool) -> tuple[list[dict], dict, dict | None]:
     """Pixel baseline, linear, mlp, cnn (resnet18 from scratch in full mode) at their defaults on ds, and the
     pretrained rungs whose ImageNet weights are on disk (features: a second run with other epochs shows what a
-    retrain costs once its features are cached). Returns (rows, figures by name, the cnn run's epochs and seconds)."""
+    retrain costs once its features are cached), each judged against the rung below it. Returns (rows, figures by
+    name, the cnn run's epochs and seconds)."""
     rows, cnn = [], None
     log("ladder: pixel baseline")
     t = time.perf_counter()
@@ -111,20 +133,51 @@ def ladder(ds, quick: bool) -> tuple[list[dict], dict, dict | None]:
                      "wall_seconds": time.perf_counter() - t, "features": done.meta["metrics"].get("features")})
         if name == "cnn":
             cnn = {"epochs": [e.to_dict() for e in events if e.type == "epoch"], "seconds": done.seconds}
-    chance = 1 / ds.c
     figs = features_figure(ds, rows)
-    for row in rows:
-        pixel = row["model"] == "pixel"
-        ref, ref_name = (chance, "chance") if pixel else (rows[0]["accuracy"], "pixel baseline")
-        what = ("class means of the training split, nearest mean by L1 distance" if pixel else
-                f"{row['epochs']} epoch(s), {'quick: 1 epoch' if quick else 'default settings'}")
-        figs[f"ladder_{row['model']}"] = figure(
-            f"ladder: {row['model']} accuracy", row["accuracy"], "accuracy", ref, f"accuracy ({ref_name})",
-            ratio(row["accuracy"], ref), ">=", 1.0,
-            f"valid accuracy ({what}) vs the {ref_name}; {row['seconds']:.1f} s, {row['n_params']:,} "
-            f"{'values in the class means' if pixel else 'parameters'}",
-            seconds=row["seconds"], n_params=row["n_params"], epochs=row["epochs"])
+    figs |= {f"ladder_{row['model']}": rung_figure(rows, k, quick, 1 / ds.c) for k, row in enumerate(rows)}
+    pair = pair_baseline(ds)
+    if pair is not None:
+        figs["ladder_pair"] = banded(figure(
+            "ladder: pixel accuracy, red pair", pair, "accuracy", 0.5, "accuracy (chance)", ratio(pair, 0.5), ">=",
+            1.0, "the pixel baseline on the two look-alike red clubs alone (their images in the same split)"), "pair")
     return rows, figs, cnn
+
+
+def rung_figure(rows: list[dict], k: int, quick: bool, chance: float) -> dict:
+    """A rung's figure: its accuracy against the rung below (chance for the pixel baseline; linear + 3 points for
+    the mlp; the pixel baseline for a ResNet without ImageNet weights), and the range the built-in set aims at."""
+    row, below = rows[k], rows[k - 1] if k else None
+    name, pixel = row["model"], rows[0]["accuracy"]
+    if below is None:
+        ref, ref_name = chance, "chance"
+    elif name == "mlp":
+        ref, ref_name = below["accuracy"] + MLP_OVER_LINEAR, "linear + 3 points"
+    elif name.startswith("resnet") and not row.get("pretrained"):
+        ref, ref_name = pixel, "pixel baseline; random init"
+    elif row.get("pretrained") and name not in ("linear", "mlp", "cnn"):
+        cnn = next(r for r in rows if r["model"] == "cnn")
+        ref, ref_name = cnn["accuracy"], "cnn; ImageNet weights"
+    else:
+        ref, ref_name = below["accuracy"], below["model"]
+    what = ("class means of the training split, nearest mean by L1 distance" if below is None else
+            f"{row['epochs']} epoch(s), {'quick: 1 epoch' if quick else 'default settings'}")
+    fig = figure(f"ladder: {name} accuracy", row["accuracy"], "accuracy", ref, f"accuracy ({ref_name})",
+                 ratio(row["accuracy"], ref), ">=", 1.0,
+                 f"valid accuracy ({what}) vs the {ref_name}; {row['seconds']:.1f} s, {row['n_params']:,} "
+                 f"{'values in the class means' if below is None else 'parameters'}",
+                 seconds=row["seconds"], n_params=row["n_params"], epochs=row["epochs"])
+    return banded(fig, name)
+
+
+def banded(fig: dict, key: str) -> dict:
+    """Add the accuracy range of RANGES[key] (when there is one) to a figure's goal: it passes only inside it."""
+    if key not in RANGES:
+        return fig
+    lo, hi = RANGES[key]
+    inside = fig["value"] is not None and lo <= fig["value"] <= hi
+    fig["goal"]["text"] += f"; {lo:.0%}-{hi:.0%}" if hi < 1 else f"; ≥ {lo:.0%}"
+    fig.update({"range": [lo, hi], "in_range": inside, "pass": fig["pass"] and inside})
+    return fig
 
 
 def features_figure(ds, rows: list[dict]) -> dict:

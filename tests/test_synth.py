@@ -21,13 +21,15 @@ def test_crest_is_deterministic():
 @pytest.mark.parametrize("size", [140, 64])
 def test_crest_image_properties(size):
     for k in range(len(synth.CLUBS)):
-        img = synth.crest(k, seed=0, i=k, size=size)
-        assert img.size == (size, size) and img.mode == "RGBA"
-        a = arr(img)[..., 3]
-        corners = np.concatenate([a[:4, :4].ravel(), a[:4, -4:].ravel(), a[-4:, :4].ravel(), a[-4:, -4:].ravel()])
-        assert corners.mean() < 0.05
-        assert (a > 0.99).mean() > 0.2           # a solid crest in the middle
-        assert a[size // 2 - 3:size // 2 + 3, size // 2 - 3:size // 2 + 3].min() > 0.9
+        for i in range(6):
+            img = synth.crest(k, seed=0, i=i, size=size)
+            assert img.size == (size, size) and img.mode == "RGBA"
+            lk, a = synth.look(k, 0, i), arr(img)[..., 3]
+            if lk.background == "none" and not lk.occluded:   # a cut-out crest: transparent round it
+                assert a[:3].mean() + a[-3:].mean() + a[:, :3].mean() + a[:, -3:].mean() < 0.5
+                assert 0.1 < a.mean() < 0.8
+            elif lk.background != "none":                    # on a background or a shirt: opaque everywhere
+                assert a.min() == 1
 
 
 def test_class_names():
@@ -40,11 +42,67 @@ def test_class_names():
         with pytest.raises(ValueError): synth.class_names(bad)
 
 
-def test_red_pair_is_mostly_red():
+def colours(img, top=2):
+    """The `top` most common colours of a template's opaque pixels, most common first."""
+    x = np.asarray(img)
+    px = x[..., :3][x[..., 3] == 255]
+    cols, counts = np.unique(px, axis=0, return_counts=True)
+    return [tuple(int(v) for v in cols[j]) for j in np.argsort(-counts)[:top]]
+
+
+def near(colour, palette, tol=8):
+    """Whether a colour is within tol levels (per channel) of one in palette (resampling moves flat colours a bit)."""
+    return min(max(abs(a - b) for a, b in zip(colour, p)) for p in palette) <= tol
+
+
+def test_each_club_has_several_designs_sharing_its_identity():
+    identities = set()
+    for k, club in enumerate(synth.CLUBS):
+        ts = [np.asarray(synth.template(k, 64, d)) for d in range(len(synth.LAYOUTS))]
+        for a in range(len(ts)):                            # every design differs from every other
+            for b in range(a):
+                assert np.abs(ts[a].astype(int) - ts[b].astype(int)).mean() > 4, (club.name, a, b)
+        palette = {club.fill, *club.rings, club.ink, (30, 30, 30)}   # and the dark patches of a ball
+        for d in range(len(ts)):                            # ... but is drawn in the club's own colours
+            main = colours(synth.template(k, 140, d))
+            assert main and all(near(c, palette) for c in main), (club.name, d, main)
+            assert club.fill in colours(synth.template(k, 140, d), 4)
+        assert len({synth.design(k, d)[0] for d in range(len(ts))}) >= 2   # in more than one outline
+        identities.add((club.emblem, club.initials))
+    assert len(identities) == len(synth.CLUBS)              # no two clubs share emblem and initials
+
+
+def test_red_pair_is_a_look_alike_pair():
+    a, b = synth.CLUBS[:2]
+    assert {a.fill, *a.rings} == {b.fill, *b.rings} and a.ink == b.ink
     for k in (0, 1):
-        x = np.stack([arr(synth.crest(k, seed=0, i=i)) for i in range(5)])
-        r, g, b = x[..., :3][x[..., 3] > 0.99].mean(0)
-        assert r > g + 0.25 and r > b + 0.25, (k, r, g, b)
+        x = arr(synth.template(k, 64, 0))
+        r, g, bl = x[..., :3][x[..., 3] > 0.99].mean(0)
+        assert r > g + 0.25 and r > bl + 0.25, (k, r, g, bl)
+
+
+def test_variations_turn_up_as_often_as_the_recipe_says():
+    n = 600
+    looks = [synth.look(k, 0, i) for k in (0, 5) for i in range(n // 2)]
+    assert looks == [synth.look(k, 0, i) for k in (0, 5) for i in range(n // 2)]
+    def share(field, value):
+        return sum(getattr(lk, field) == value for lk in looks) / n
+    for d, p in enumerate(synth.P["designs"]):
+        assert abs(share("design", d) - p) < 0.06
+    for kind, p in zip(synth.BACKGROUNDS, synth.P["background"]):
+        assert abs(share("background", kind) - p) < 0.06, kind
+    assert abs(share("occluded", True) - synth.P["occlude"]) < 0.06
+    assert abs(share("copy", "small") - synth.P["small"]) < 0.05
+    assert abs(share("copy", "blurred") - synth.P["blur"]) < 0.05
+    assert synth.look(0, 1, 3) != synth.look(0, 2, 3) or synth.look(0, 1, 4) != synth.look(0, 2, 4)
+
+
+def test_images_of_a_class_vary_more_than_before():
+    """Each club turns up in every design and on every kind of background among its 300 images."""
+    looks = [synth.look(1, 0, i) for i in range(300)]
+    assert {lk.design for lk in looks} == set(range(len(synth.LAYOUTS)))
+    assert {lk.background for lk in looks} == set(synth.BACKGROUNDS)
+    assert any(lk.occluded for lk in looks) and {lk.copy for lk in looks} == {"", "small", "blurred"}
 
 
 def test_generate_and_reuse(tmp_path):
@@ -103,7 +161,7 @@ def test_default_dataset(tmp_path, monkeypatch):
     assert kw["size"] == 140 and kw["seed"] == 0
     monkeypatch.setenv("LOGOAPP_CACHE", str(tmp_path / "cache"))
     out, _ = synth.default_dataset()
-    assert out == tmp_path / "cache" / "crests-v1"
+    assert out == tmp_path / "cache" / f"crests-v{synth.VERSION}"
 
 
 def test_interrupted_run_leaves_nothing(tmp_path):
@@ -121,7 +179,8 @@ def test_bad_arguments(tmp_path):
 
 
 def test_template_is_upright_copy():
-    t = synth.template(0, 64)
-    assert t.size == (64, 64) and t.mode == "RGBA"
-    t.paste((0, 0, 0, 0), (0, 0, 64, 64))
-    assert arr(synth.template(0, 64))[..., 3].max() == 1    # the cached original is untouched
+    for d in range(len(synth.LAYOUTS)):
+        t = synth.template(0, 64, d)
+        assert t.size == (64, 64) and t.mode == "RGBA"
+        t.paste((0, 0, 0, 0), (0, 0, 64, 64))
+        assert arr(synth.template(0, 64, d))[..., 3].max() == 1    # the cached original is untouched

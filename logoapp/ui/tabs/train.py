@@ -12,7 +12,7 @@ import gradio as gr
 from ... import models, plots, store
 from ...config import Settings
 from ...events import Batch, Done, Epoch, Error, Start
-from ...views import board_df
+from ...views import LADDER_NOTE, board_df
 from ..registry import pickers
 from ..state import Session, Shared
 from ..widgets import bar, secs
@@ -65,6 +65,7 @@ def layout(ui: Ui, shared: Shared) -> None:
                                                     "still falls steeply."), format="png", show_label=False)
         board = gr.Dataframe(board_df({}, shared.ctx0), label="Leaderboard: every model of this session on the same "
                              "validation split", interactive=False, elem_id="leaderboard")
+        gr.Markdown(LADDER_NOTE, elem_classes="la-note", elem_id="ladder-note")
     ui.add(wnote=wnote, pretrained=pretrained, fetch_btn=fetch_btn)
     ui.add(arch=arch, arch_md=arch_md, epochs=epochs, lr=lr, lr_btn=lr_btn, tsize=tsize, bs=bs, seed=seed, aug=aug,
            train_btn=train_btn, stop_btn=stop_btn, prog=prog, loss_plot=loss_plot, acc_plot=acc_plot, metrics=metrics,
