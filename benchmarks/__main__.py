@@ -51,7 +51,7 @@ def run(quick: bool, only=SECTIONS) -> dict:
         if "ladder" in only:
             rows, ladder_figs, cnn = training.ladder(ds, quick)
             figs.update(ladder_figs)
-            figs["time_to_98"] = training.time_to(cnn)
+            figs["time_to_cnn"] = training.time_to(cnn, training.RANGES["cnn"][0])
         if "audit" in only:
             from . import audit
             figs.update(audit.run(quick)["figures"])

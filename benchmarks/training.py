@@ -1,4 +1,4 @@
-"""Training: logoapp's fastai path vs a bare PyTorch loop, the model ladder, and time to 98% accuracy."""
+"""Training: logoapp's fastai path vs a bare PyTorch loop, the model ladder, the cnn's time to its target accuracy."""
 from __future__ import annotations
 
 import time
@@ -196,7 +196,7 @@ def features_figure(ds, rows: list[dict]) -> dict:
         f"{done.accuracy:.1%} vs the cnn's {cnn['accuracy']:.1%}", accuracy=done.accuracy)}
 
 
-def time_to(cnn: dict | None, target: float = 0.98) -> dict:
+def time_to(cnn: dict | None, target: float) -> dict:
     """Seconds of the default cnn run until an epoch's valid accuracy reaches target, vs the whole run."""
     if not cnn:
         return figure(f"time to {target:.0%} (cnn)", None, "s", None, "s (whole default run)", None, "<=", 1.0,

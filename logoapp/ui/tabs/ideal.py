@@ -17,7 +17,8 @@ def layout(ui: Ui, shared: Shared) -> None:
         gr.Markdown("The simplest possible classifier (the book's *pixel similarity*): average every training "
                     "image of a class pixel by pixel into one **ideal** image, then call each new image the class "
                     "whose ideal it is closest to. The grey row is the book's 'weird average' over the colour "
-                    "channels.")
+                    "channels. It is the ladder's first rung: the leaderboard in the Train tab starts with it, and "
+                    "every model trained there has to beat it.")
         with gr.Row():
             dist = gr.Radio([("L1: mean absolute difference", "l1"), ("RMSE: root mean squared error", "rmse")],
                             value="l1", label="Distance")
