@@ -203,12 +203,6 @@ def board_rows(board: dict[str, dict], ctx: DataCtx) -> list[dict]:
     return rows + list(board.values())
 
 
-LADDER_NOTE = ("What each step adds on the built-in crests: the **pixel** baseline compares with one mean image "
-               "per class; **linear** learns a weight per pixel, picking out what tells the clubs apart; **mlp** adds "
-               "a hidden layer, so one club can have several designs; the **cnn** finds emblems and initials "
-               "wherever they sit (turned, shifted, small, on a shirt).")
-
-
 def board_df(board: dict[str, dict], ctx: DataCtx) -> pd.DataFrame:
     return plots.leaderboard(board_rows(board, ctx), test=ctx.has_test)
 

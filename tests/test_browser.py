@@ -13,6 +13,8 @@ import pytest
 
 from app_server import ROOT, app_server
 
+from logoapp import models
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = os.environ.get("LOGOAPP_CHROMIUM", "/usr/bin/chromium")
@@ -183,6 +185,26 @@ def test_train_one_epoch_updates_progress_and_plots(page):
     expect(page.locator("#epoch-table tbody tr")).to_have_count(1)
     expect(page.locator("#leaderboard")).to_contain_text("cnn")
     expect(page.locator("#train-btn")).to_be_enabled(timeout=10_000)
+
+
+@pytest.mark.timeout(420)
+def test_leaderboard_reads_as_the_ladder(page):
+    """Each rung trained once with its defaults (picking a rung restores them) lines up under the pixel baseline,
+    with the note on what each step adds; the accuracies themselves are the benchmarks' business."""
+    tab(page, "train")
+    for arch in ("linear", "mlp", "cnn"):
+        page.locator("#arch").get_by_text(arch, exact=True).click()
+        epochs = page.locator("#epochs input[data-testid=number-input], #epochs input[type=number]").first
+        expect(epochs).to_have_value(str(models.get(arch).epochs))   # picking a rung restored its defaults
+        page.locator("#train-btn").click()
+        expect(page.locator("#train-result")).not_to_contain_text("finished", timeout=30_000)  # cleared at the start
+        expect(page.locator("#train-result")).to_contain_text(re.compile(rf"{arch}\S* finished"), timeout=180_000)
+        expect(page.locator("#train-btn")).to_be_enabled(timeout=10_000)
+    board = page.locator("#leaderboard")
+    for name in ("pixel baseline (L1)", "linear", "mlp", "cnn"):
+        expect(board).to_contain_text(name)
+    expect(page.locator("#ladder-note")).to_contain_text("What each step adds")
+    idle(page)
     shot(page, "train")
 
 
@@ -190,7 +212,7 @@ def test_evaluate_shows_the_trained_model(page):
     tab(page, "evaluate")
     expect(page.locator("#eval-model input")).to_have_value(re.compile("cnn"), timeout=20_000)
     expect(page.locator("#confusion img")).to_be_visible()
-    expect(page.locator("#eval-model input")).to_have_value(re.compile(r"^cnn-embedded-crests · cnn · \d"))
+    expect(page.locator("#eval-model input")).to_have_value(re.compile(r"^cnn-embedded-crests(-\d+)? · cnn · \d"))
     expect(page.locator("#reliability img")).to_be_visible()
     expect(page.locator("#top-heatmap img")).to_have_count(0)
     idle(page)

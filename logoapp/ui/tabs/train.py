@@ -12,7 +12,7 @@ import gradio as gr
 from ... import models, plots, store
 from ...config import Settings
 from ...events import Batch, Done, Epoch, Error, Start
-from ...views import LADDER_NOTE, board_df
+from ...views import board_df
 from ..registry import pickers
 from ..state import Session, Shared
 from ..widgets import bar, secs
@@ -21,6 +21,12 @@ from ..wiring import Ui, Updates
 REFRESHES = ("tsize", "epochs", "board", "wnote")
 CURVES = ("loss_plot", "acc_plot")
 
+
+LADDER_NOTE = ("**What each step adds** (on the built-in crests, every model at its defaults): the **pixel** baseline "
+               "compares an image with one mean image per class; **linear** learns a weight per pixel and class, so "
+               "it picks out what tells the clubs apart; **mlp** adds a hidden layer, so it can look past a thumb or a "
+               "sticker in front and a club's several designs; the **cnn** finds emblems and initials wherever they "
+               "sit: turned, shifted, small or on a shirt.")
 
 def layout(ui: Ui, shared: Shared) -> None:
     st, rung = Settings(), models.get(models.DEFAULT_MODEL)
