@@ -1,6 +1,7 @@
 """Embedded "football crest" dataset: made-up club crests, varied like a scraped image set."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import multiprocessing as mp
@@ -277,8 +278,11 @@ def _batch(k: int, seed: int, idxs: list, size: int, folder: str) -> int:
 
 
 def _params(n_classes, per_class, size, seed) -> dict:
-    """What a generated folder was made from (stored in its `.complete` marker)."""
-    return dict(version=VERSION, classes=class_names(n_classes), per_class=per_class, size=size, seed=seed)
+    """What a generated folder was made from (stored in its `.complete` marker); `recipe` fingerprints the clubs and
+    the variation rates, so editing either regenerates a cached set (drawing changes bump VERSION)."""
+    recipe = hashlib.sha256(repr((CLUBS, LAYOUTS, BACKGROUNDS, sorted(P.items()))).encode()).hexdigest()[:12]
+    return dict(version=VERSION, recipe=recipe, classes=class_names(n_classes), per_class=per_class, size=size,
+                seed=seed)
 
 
 def is_complete(out: str | Path, params: dict | None = None) -> bool:

@@ -140,6 +140,16 @@ def test_generate_into_empty_dir_and_refuses_foreign(tmp_path):
     assert (foreign / "notes.txt").exists()
 
 
+def test_a_changed_recipe_regenerates(tmp_path, monkeypatch):
+    out = synth.generate(tmp_path / "set", n_classes=2, per_class=3, size=32)
+    files = lambda: [f.read_bytes() for f in sorted(out.glob("*/*.png"))]  # noqa: E731
+    before = files()
+    monkeypatch.setitem(synth.P, "occlude", 1.0)
+    assert not synth.is_complete(out, synth._params(2, 3, 32, 0))
+    synth.generate(out, n_classes=2, per_class=3, size=32)
+    assert files() != before
+
+
 def test_incomplete_set_is_not_reused(tmp_path):
     synth.generate(tmp_path, n_classes=1, per_class=2, size=32)
     (tmp_path / ".complete").unlink()                         # no marker: not a finished set
