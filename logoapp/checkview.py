@@ -89,10 +89,11 @@ def apply(ds: Dataset, check: Check, action: str, i: int, new_class: str | None 
           cache: bool = True) -> Dataset:
     """Relabel, exclude or keep image i; the dataset as it now is (reopened: only moved files are looked at again)."""
     path = ds.items[i]
-    check.done.add(path)
     if action == "keep":
+        check.done.add(path)
         return ds
     rec = fixes.relabel(ds.root, path, new_class) if action == "relabel" else fixes.exclude(ds.root, path)
+    check.done.add(path)  # only once the file has moved: a failed move leaves the image in the list
     return reopen(ds, fixes.renames(ds.root, [rec]), cache=cache)
 
 

@@ -127,6 +127,26 @@ def test_read_only_folder_gives_a_clear_error(planted):
             d.chmod(0o755)
 
 
+def test_a_failed_move_leaves_the_image_in_the_list(planted, monkeypatch):
+    root, classes = planted
+    before = snapshot(root)
+    s, _ = session_on(root)
+    check.on_check(s, 2, "linear", cv.SHOW[0], progress=quiet)
+    s.check_sel = 0
+    path = s.data.ds.items[0]
+
+    def refuse(root, p, *args):
+        raise PermissionError(13, "Permission denied", p)
+    monkeypatch.setattr(fixes, "exclude", refuse)
+    with pytest.raises(gr.Error, match="Could not exclude the image: .*Permission denied"):
+        check.on_exclude(s, cv.SHOW[0], None)
+    assert path not in s.check.done and snapshot(root) == before
+    monkeypatch.undo()
+    check.on_exclude(s, cv.SHOW[0], None)      # the same image, once the folder lets it move
+    assert path in s.check.done and path not in s.data.ds.items
+    fixes.undo(root)
+
+
 def test_group_split_keeps_copies_together(planted):
     from logoapp.audit import duplicates, group_split
     root, classes = planted
