@@ -47,19 +47,22 @@ def star(cx, cy, r, points=5):
     return [(cx + q * math.sin(a), cy - q * math.cos(a)) for q, a in zip(radii, angles)]
 
 
+def paint(img: Image.Image, mask: Image.Image, col, boxes) -> None:
+    """Paint colour `col` on the rectangles `boxes` (x0, y0, x1, y1), only inside `mask` (a crest's inner area)."""
+    band = Image.new("L", img.size, 0)
+    bd = ImageDraw.Draw(band)
+    for box in boxes:
+        bd.rectangle(box, fill=255)
+    img.paste(col, (0, 0), ImageChops.multiply(mask, band))
+
+
 def emblem(img: Image.Image, mask: Image.Image, e: str, col, cx, cy, r):
     """Draw emblem `e` centred on (cx, cy) with radius r; `mask` is the inner area (for stripes and crosses)."""
     d, s = ImageDraw.Draw(img), img.size[0]
-    if e in ("stripes", "cross"):
-        band = Image.new("L", img.size, 0)
-        bd = ImageDraw.Draw(band)
-        if e == "stripes":
-            for x in np.arange(-3, 4, 2) * 0.41 * r + cx:
-                bd.rectangle((x - 0.2 * r, 0, x + 0.2 * r, s), fill=255)
-        else:
-            bd.rectangle((cx - 0.3 * r, 0, cx + 0.3 * r, s), fill=255)
-            bd.rectangle((0, cy - 0.3 * r, s, cy + 0.3 * r), fill=255)
-        img.paste(col, (0, 0), ImageChops.multiply(mask, band))
+    if e == "stripes":
+        paint(img, mask, col, [(x - 0.2 * r, 0, x + 0.2 * r, s) for x in np.arange(-3, 4, 2) * 0.41 * r + cx])
+    elif e == "cross":
+        paint(img, mask, col, [(cx - 0.3 * r, 0, cx + 0.3 * r, s), (0, cy - 0.3 * r, s, cy + 0.3 * r)])
     elif e == "star":
         d.polygon(star(cx, cy, r), fill=col)
     elif e == "cannon":
@@ -89,7 +92,6 @@ def font(px: int):
         return ImageFont.load_default(size=px)
     except (TypeError, OSError):
         return ImageFont.load_default()
-
 
 
 @lru_cache(maxsize=4)

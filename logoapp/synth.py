@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
-from PIL import Image, ImageChops, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 from . import heraldry
 
@@ -33,7 +33,7 @@ class Club(NamedTuple):
     ink: tuple            # emblem colour
     initials: str
     text: tuple           # initials colour
-    alt: tuple            # outlines of the away and anniversary designs
+    alt: tuple            # other outlines a design may take (P["outlines"] picks one per design)
     year: int             # founding year, on some badges
 
 
@@ -64,7 +64,7 @@ CLUBS: list[Club] = [
     Club("stonehaven-dynamo", "roundel", ((240, 240, 240),), (130, 40, 190), "star", WHITE, "SD", WHITE,
          ("hexagon", "square"), 1907),
 ]
-LAYOUTS = ("classic", "away", "badge", "halves")  # design d of a club: layout d, outline (shape, *alt, shape)[d]
+LAYOUTS = ("classic", "away", "badge", "halves")  # design d: layout LAYOUTS[d], outline (shape, *alt)[P["outlines"][d]]
 BACKGROUNDS = ("none", "solid", "gradient", "fabric", "shirt")
 # How often each variation turns up (the recipe of the built-in set, chosen by measuring the model ladder on it)
 P = dict(designs=(0.62, 0.22, 0.08, 0.08), outlines=(0, 0, 1, 0), background=(0.88, 0.03, 0.03, 0.03, 0.03),
@@ -116,14 +116,10 @@ def _template(club_index: int, d: int, size: int) -> Image.Image:
     heraldry.shape(ImageDraw.Draw(mask), shape, (box[0] + n * w, box[1] + n * w, box[2] - n * w, box[3] - n * w), 255)
     font, words = heraldry.font(int(0.15 * s)), (0.3 * s, club.initials, text)
     if layout == "halves":      # the upper part in the second colour, the initials on it in the first
-        band = Image.new("L", img.size, 0)
-        ImageDraw.Draw(band).rectangle((0, 0, s, 0.42 * s), fill=255)
-        img.paste(rings[0] if rings[0] != fill else ink, (0, 0), ImageChops.multiply(mask, band))
+        heraldry.paint(img, mask, rings[0] if rings[0] != fill else ink, [(0, 0, s, 0.42 * s)])
         words = (0.3 * s, club.initials, fill)
     elif layout == "badge":     # a band across the middle carrying the initials
-        band = Image.new("L", img.size, 0)
-        ImageDraw.Draw(band).rectangle((0, 0.55 * s, s, 0.75 * s), fill=255)
-        img.paste(ink, (0, 0), ImageChops.multiply(mask, band))
+        heraldry.paint(img, mask, ink, [(0, 0.55 * s, s, 0.75 * s)])
         words = (0.65 * s, club.initials, fill)
     cx, cy, r = {"classic": (0.5, 0.58, 0.17), "away": (0.5, 0.52, 0.24), "badge": (0.5, 0.36, 0.12),
                  "halves": (0.5, 0.65, 0.15)}[layout]
@@ -132,6 +128,8 @@ def _template(club_index: int, d: int, size: int) -> Image.Image:
         dr.text((0.5 * s, words[0]), words[1], fill=words[2], font=font, anchor="mm", stroke_width=max(1, s // 140),
                 stroke_fill=fill if words[2] != fill else ink)
     return img.resize((size, size), Image.LANCZOS)
+
+
 def _extras(img: Image.Image, club: Club, rng: np.random.Generator) -> None:
     """Per-image additions to a crest: its stars above, its founding year on a ribbon below."""
     s, d = img.size[0], ImageDraw.Draw(img)

@@ -28,6 +28,7 @@ LADDER_NOTE = ("**What each step adds** (on the built-in crests, every model at 
                "sticker in front and a club's several designs; the **cnn** finds emblems and initials wherever they "
                "sit: turned, shifted, small or on a shirt.")
 
+
 def layout(ui: Ui, shared: Shared) -> None:
     st, rung = Settings(), models.get(models.DEFAULT_MODEL)
     with gr.Tab("3 · Train", id="train", elem_id="tab-train"):
